@@ -1,0 +1,80 @@
+"""Coordinate conventions: names, longitude wrap, latitude order, region boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from data_io._errors import DataError
+
+_ALIASES = {
+    "lat": ("lat", "latitude", "nav_lat", "y_lat"),
+    "lon": ("lon", "longitude", "nav_lon", "x_lon"),
+    "level": ("level", "plev", "pressure", "lev", "isobaricInhPa", "pressure_level"),
+    "time": ("time", "valid_time", "t"),
+}
+
+
+def standardize(ds: xr.Dataset, path: str) -> xr.Dataset:
+    """Rename coordinates to time/level/lat/lon, sort latitudes ascending and longitudes into 0..360."""
+    rename = {}
+    for canonical, names in _ALIASES.items():
+        for name in names:
+            if name in ds.dims or name in ds.coords:
+                if name != canonical:
+                    rename[name] = canonical
+                break
+    ds = ds.rename(rename)
+    for dim in ("time", "lat", "lon"):
+        if dim not in ds.dims:
+            if dim in ds.coords and ds[dim].ndim > 1:
+                raise DataError(
+                    f"{path}: '{dim}' is a {ds[dim].ndim}-D (curvilinear) coordinate; "
+                    "regrid the file to a regular lat/lon grid first"
+                )
+            raise DataError(
+                f"{path}: no '{dim}' dimension (dims are {sorted(map(str, ds.dims))}); "
+                f"name it one of {list(_ALIASES[dim])}"
+            )
+        if dim not in ds.coords:
+            raise DataError(f"{path}: dimension '{dim}' has no coordinate values; add them to the file")
+    lon = ds["lon"].values.astype("float64")
+    ds = ds.assign_coords(lon=np.mod(lon, 360.0)).sortby("lon").sortby("lat")
+    ds.attrs["_lon_was_signed"] = int(bool((lon < 0).any()))
+    return ds
+
+
+def box_indices(
+    coord: np.ndarray, lo: float, hi: float, periodic: bool = False
+) -> np.ndarray | None:
+    """Indices of the cells inside [lo, hi], in increasing geographic order; None if the box is not covered.
+
+    The box is covered when it lies inside the grid's extent (within one grid spacing).
+    For longitudes both boxes and grid are compared modulo 360, so -70..-50 and 290..310 select the same cells.
+    """
+    coord = np.asarray(coord, dtype="float64")
+    step = float(np.median(np.diff(coord))) if coord.size > 1 else 1.0
+    tol = step * 0.5 + 1e-6
+    if not periodic:
+        if lo > hi or lo < coord.min() - tol or hi > coord.max() + tol:
+            return None
+        idx = np.nonzero((coord >= lo - 1e-6) & (coord <= hi + 1e-6))[0]
+        return idx if idx.size >= 2 else None
+    lo, hi = lo % 360.0, hi % 360.0
+    offset = (coord - lo) % 360.0
+    span = (hi - lo) % 360.0
+    inside = offset <= span + 1e-6
+    idx = np.nonzero(inside)[0]
+    idx = idx[np.argsort(offset[idx], kind="stable")]
+    full_circle = coord.max() - coord.min() + step >= 360.0 - 1e-6
+    if not full_circle:
+        # A regional grid covers the box only when the box's ends lie within the grid's span.
+        for end in (lo, hi):
+            if np.min(np.abs((coord - end + 180.0) % 360.0 - 180.0)) > tol:
+                return None
+    return idx if idx.size >= 2 else None
+
+
+def to_file_convention(lon: np.ndarray, signed: bool) -> np.ndarray:
+    """Longitudes back in the convention of the input file (-180..180 when it used negatives)."""
+    return (lon + 180.0) % 360.0 - 180.0 if signed else lon

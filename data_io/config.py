@@ -1,0 +1,44 @@
+"""The data part of the config tree. Every field is also a command-line flag."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_LOG_VARIABLES = ["precipitation", "tp", "pr"]
+
+
+@dataclass
+class DataConfig:
+    data: str | None = field(default=None, metadata={"help": "netCDF file to train on"})
+    variables: list[str] | None = field(
+        default=None, metadata={"help": "input variables (default: every 3-D/4-D variable)"}
+    )
+    target: list[str] | None = field(
+        default=None,
+        metadata={"help": "predicted variable(s) (default: precipitation when present, else every input)"},
+    )
+    log_variables: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LOG_VARIABLES),
+        metadata={"help": "precipitation-like variables: clipped at 0 and log1p'd before z-scoring"},
+    )
+    # The target box; when the file does not cover this default box the whole grid is used.
+    downstream_lat_min: float = 25.0
+    downstream_lat_max: float = 40.0
+    downstream_lon_min: float = 110.0
+    downstream_lon_max: float = 125.0
+    # The box whose weather drifts into the target box (read only with --include-upstream).
+    upstream_lat_min: float = 25.0
+    upstream_lat_max: float = 50.0
+    upstream_lon_min: float = 70.0
+    upstream_lon_max: float = 110.0
+    include_upstream: bool = field(
+        default=False, metadata={"help": "read the upstream box with its own encoder stream"}
+    )
+    train_ratio: float = 0.7
+    val_ratio: float = 0.15
+    test_start_date: str | None = field(
+        default=None, metadata={"help": "first date of the test split (overrides the ratios for test)"}
+    )
+    window_size: int = field(default=6, metadata={"help": "past time steps the model sees"})
+    target_offset: int = field(default=1, metadata={"help": "steps from the last input to the first forecast"})
+    forecast_steps: int = field(default=1, metadata={"help": "future steps forecast per sample"})

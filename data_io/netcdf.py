@@ -1,0 +1,250 @@
+"""Read a netCDF file into a PreparedData: open, validate, crop to the boxes, normalise, split."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import fields
+
+import numpy as np
+import xarray as xr
+
+from data_io._coords import box_indices, standardize
+from data_io._errors import ConfigError, DataError
+from data_io.config import DataConfig
+from data_io.normalize import NormStats, fit_channel, normalize_inplace
+from data_io.prepared import PreparedData
+from data_io.windows import split_bounds
+
+log = logging.getLogger(__name__)
+
+
+def open_dataset(path: str | os.PathLike) -> xr.Dataset:
+    """Open lazily with xarray; any file that is not readable netCDF becomes one DataError line."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise DataError(f"--data {path}: no such file; pass the path of a netCDF file")
+    if os.path.getsize(path) == 0:
+        raise DataError(f"--data {path}: the file is empty; pass a netCDF file")
+    try:
+        ds = xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None))
+    except Exception as exc:  # netCDF4/h5netcdf/scipy each raise their own types for unreadable files
+        raise DataError(
+            f"--data {path}: not a readable netCDF file ({type(exc).__name__}: {str(exc)[:120]}); "
+            "pass a netCDF3/netCDF4 file"
+        ) from None
+    return standardize(ds, path)
+
+
+def validate_config(cfg: DataConfig) -> None:
+    for name in ("window_size", "target_offset", "forecast_steps"):
+        if getattr(cfg, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, but got {getattr(cfg, name)}")
+    if not (0 < cfg.train_ratio < 1 and 0 < cfg.val_ratio < 1 and cfg.train_ratio + cfg.val_ratio < 1):
+        raise ConfigError(
+            f"--train-ratio {cfg.train_ratio} and --val-ratio {cfg.val_ratio} must be in (0, 1) "
+            "and sum to less than 1 (the rest is the test split)"
+        )
+
+
+def prepare(cfg: DataConfig) -> PreparedData:
+    """Load cfg.data into memory as normalised float32 arrays."""
+    validate_config(cfg)
+    if cfg.data is None:
+        raise ConfigError("--data is missing; pass a netCDF file (python -m data_io.demo writes one)")
+    path = str(cfg.data)
+    with open_dataset(path) as ds:
+        return _prepare_open(ds, cfg, path)
+
+
+def _prepare_open(ds: xr.Dataset, cfg: DataConfig, path: str) -> PreparedData:
+    times = _checked_times(ds, path)
+    order = np.argsort(times, kind="stable") if not _is_sorted(times) else None
+    if order is not None:
+        log.warning("%s: time stamps were not in order; sorting them", path)
+        times = times[order]
+    gridded = _gridded_variables(ds)
+    if not gridded:
+        raise DataError(f"{path}: no (time, [level,] lat, lon) variables found; nothing to train on")
+    inputs = _pick(cfg.variables, gridded, "--variables", path)
+    default_target = ["precipitation"] if "precipitation" in gridded else inputs
+    targets = _pick(cfg.target or default_target, gridded, "--target", path)
+
+    lat_idx, lon_idx = _downstream_box(ds, cfg, path)
+    up_idx = _upstream_box(ds, cfg, path) if cfg.include_upstream else None
+
+    in_arr, channels, levels = _read(ds, inputs, lat_idx, lon_idx, order, path)
+    tgt_arr, tgt_channels, _ = _read(ds, targets, lat_idx, lon_idx, order, path)
+    up_arr = _read(ds, inputs, *up_idx, order, path)[0] if up_idx else None
+
+    splits = split_bounds(times, cfg, path)
+    train = slice(*splits["train"])
+    logged = set(cfg.log_variables)
+    in_stats = _fit(in_arr[train], channels, logged, path)
+    tgt_stats = _fit(tgt_arr[train], tgt_channels, logged, path)
+    if np.isnan(tgt_arr[slice(splits["train"][0], splits["val"][1])]).all():
+        raise DataError(f"{path}: the target {targets} is NaN everywhere in the box; pick another --target")
+    # The upstream stream reads the same channels: one set of statistics for both boxes keeps them comparable.
+    normalize_inplace(in_arr, in_stats)
+    normalize_inplace(tgt_arr, tgt_stats)
+    np.nan_to_num(in_arr, copy=False, nan=0.0)
+    if up_arr is not None:
+        normalize_inplace(up_arr, in_stats)
+        np.nan_to_num(up_arr, copy=False, nan=0.0)
+
+    return PreparedData(
+        config=cfg,
+        inputs=in_arr,
+        targets=tgt_arr,
+        upstream=up_arr,
+        times=times,
+        lat=ds["lat"].values[lat_idx].astype("float64"),
+        lon=ds["lon"].values[lon_idx].astype("float64"),
+        channels=channels,
+        target_channels=tgt_channels,
+        input_stats=in_stats,
+        target_stats=tgt_stats,
+        splits=splits,
+        upstream_lat=ds["lat"].values[up_idx[0]].astype("float64") if up_idx else None,
+        upstream_lon=ds["lon"].values[up_idx[1]].astype("float64") if up_idx else None,
+        target_attrs={v: {k: str(a) for k, a in ds[v].attrs.items()} for v in targets},
+        levels=levels,
+        lon_signed=bool(ds.attrs.get("_lon_was_signed", 0)),
+    )
+
+
+def _checked_times(ds: xr.Dataset, path: str) -> np.ndarray:
+    times = ds["time"].values
+    if times.size == 0:
+        raise DataError(f"{path}: the time dimension is empty")
+    if times.dtype.kind in "iuf":
+        raise DataError(
+            f"{path}: time values are plain numbers without CF units; add a units attribute "
+            "like 'hours since 2000-01-01'"
+        )
+    if len(np.unique(times)) != len(times):
+        raise DataError(f"{path}: duplicate time stamps; remove the repeated steps from the file")
+    return times
+
+
+def _is_sorted(times: np.ndarray) -> bool:
+    return all(a < b for a, b in zip(times[:-1], times[1:]))
+
+
+def _gridded_variables(ds: xr.Dataset) -> list[str]:
+    out = []
+    for name, var in ds.data_vars.items():
+        dims = set(var.dims)
+        if {"time", "lat", "lon"} <= dims and var.ndim in (3, 4) and var.dtype.kind in "fiu":
+            out.append(str(name))
+    return out
+
+
+def _pick(requested: list[str] | None, available: list[str], flag: str, path: str) -> list[str]:
+    if not requested:
+        return list(available)
+    missing = [v for v in requested if v not in available]
+    if missing:
+        raise DataError(f"{flag} {' '.join(missing)}: not in {path}; the file has {', '.join(available)}")
+    return list(requested)
+
+
+def _default_box(cfg: DataConfig, prefix: str) -> bool:
+    defaults = {f.name: f.default for f in fields(DataConfig)}
+    return all(getattr(cfg, f"{prefix}_{k}") == defaults[f"{prefix}_{k}"] for k in ("lat_min", "lat_max", "lon_min", "lon_max"))
+
+
+def _box(ds: xr.Dataset, cfg: DataConfig, prefix: str):
+    lat = box_indices(ds["lat"].values, getattr(cfg, f"{prefix}_lat_min"), getattr(cfg, f"{prefix}_lat_max"))
+    lon = box_indices(
+        ds["lon"].values, getattr(cfg, f"{prefix}_lon_min"), getattr(cfg, f"{prefix}_lon_max"), periodic=True
+    )
+    return (lat, lon) if lat is not None and lon is not None else None
+
+
+def _grid_extent(ds: xr.Dataset) -> str:
+    lat, lon = ds["lat"].values, ds["lon"].values
+    return f"lat {lat.min():g}..{lat.max():g}, lon {lon.min():g}..{lon.max():g}"
+
+
+def _downstream_box(ds: xr.Dataset, cfg: DataConfig, path: str):
+    box = _box(ds, cfg, "downstream")
+    if box is not None:
+        return box
+    if _default_box(cfg, "downstream"):
+        log.info("%s does not cover the default downstream box; using the whole grid (%s)", path, _grid_extent(ds))
+        return np.arange(ds.sizes["lat"]), np.arange(ds.sizes["lon"])
+    raise DataError(
+        f"--downstream-lat/lon-min/max: the box {cfg.downstream_lat_min}..{cfg.downstream_lat_max}N, "
+        f"{cfg.downstream_lon_min}..{cfg.downstream_lon_max}E is outside {path} ({_grid_extent(ds)}); "
+        "give a box inside the grid"
+    )
+
+
+def _upstream_box(ds: xr.Dataset, cfg: DataConfig, path: str):
+    box = _box(ds, cfg, "upstream")
+    if box is None:
+        raise DataError(
+            f"--include-upstream: the upstream box {cfg.upstream_lat_min}..{cfg.upstream_lat_max}N, "
+            f"{cfg.upstream_lon_min}..{cfg.upstream_lon_max}E is outside {path} ({_grid_extent(ds)}); "
+            "set --upstream-lat/lon-min/max inside the grid or drop --include-upstream"
+        )
+    return box
+
+
+def _read(ds, names, lat_idx, lon_idx, order, path):
+    """Crop each variable while reading (only the box leaves the file) into one (T, C, H, W) array."""
+    extra_dims = {}
+    for name in names:
+        var = ds[name]
+        others = [d for d in var.dims if d not in ("time", "lat", "lon")]
+        if len(others) > 1:
+            raise DataError(f"{path}: variable {name} has dims {var.dims}; expected (time, [level,] lat, lon)")
+        extra_dims[name] = others[0] if others else None
+    counts = [ds.sizes[d] if d else 1 for d in extra_dims.values()]
+    shape = (ds.sizes["time"], sum(counts), len(lat_idx), len(lon_idx))
+    out = np.empty(shape, dtype=np.float32)
+    channels, levels, c = [], {}, 0
+    for name, n in zip(names, counts):
+        dim = extra_dims[name]
+        var = ds[name].isel(lat=lat_idx, lon=lon_idx)
+        var = var.transpose("time", dim, "lat", "lon") if dim else var.transpose("time", "lat", "lon")
+        values = np.asarray(var.values, dtype=np.float32)
+        if np.isinf(values).any():
+            raise DataError(f"{path}: variable {name} has inf values; replace them with NaN or valid numbers")
+        out[:, c : c + n] = values.reshape(shape[0], n, *shape[2:])
+        if dim:
+            lv = ds[name][dim].values.tolist() if dim in ds[name].coords else list(range(n))
+            levels[name] = lv
+            channels += [f"{name}@{_fmt(level)}" for level in lv]
+        else:
+            channels.append(name)
+        c += n
+    if order is not None:
+        out = out[order]
+    return out, channels, levels
+
+
+def _fmt(level) -> str:
+    return f"{level:g}" if isinstance(level, float) else str(level)
+
+
+def _fit(train: np.ndarray, channels: list[str], logged: set[str], path: str) -> NormStats:
+    mean, std, log_flags = [], [], []
+    for c, name in enumerate(channels):
+        is_log = name.split("@")[0] in logged
+        m, s = fit_channel(train[:, c], is_log)
+        if not np.isfinite(m):
+            raise DataError(
+                f"{path}: channel {name} is NaN everywhere in the training split; drop it with --variables"
+            )
+        if s <= 1e-12 * max(1.0, abs(m)):
+            raise DataError(
+                f"{path}: channel {name} is constant in the training split (std 0), so it cannot be "
+                "z-scored; drop it with --variables"
+            )
+        mean.append(m)
+        std.append(s)
+        log_flags.append(is_log)
+    return NormStats(channels, np.array(mean), np.array(std), np.array(log_flags, dtype=bool))

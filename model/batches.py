@@ -1,0 +1,77 @@
+"""Batches of sample windows, gathered from the in-memory arrays in one indexing operation.
+
+Two sources yield the same dicts in the same order: a DataLoader (CPU arrays, optional worker processes)
+and DeviceBatches (the arrays live on the GPU; no host work per step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from data_io import PreparedData
+
+
+def epoch_order(starts: np.ndarray, shuffle: bool, seed: int, epoch: int, batch_size: int) -> list[np.ndarray]:
+    """Window starts split into batches; the shuffle depends only on (seed, epoch) so resumed runs match."""
+    order = np.arange(len(starts))
+    if shuffle:
+        order = torch.randperm(len(starts), generator=torch.Generator().manual_seed(seed * 100003 + epoch)).numpy()
+    return [starts[order[i : i + batch_size]] for i in range(0, len(order), batch_size)]
+
+
+def gather(arrays: dict, starts, window: int, offset: int, steps: int) -> dict:
+    """x: (B, window, C, H, W); y: (B, steps, K, H, W); last: the target at the last input step (persistence)."""
+    if isinstance(starts, torch.Tensor):
+        def arange(n):
+            return torch.arange(n, device=starts.device)
+    else:
+        arange = np.arange
+    t_in = starts[:, None] + arange(window)[None, :]
+    last = starts + window - 1
+    t_out = last[:, None] + offset + arange(steps)[None, :]
+    batch = {"x": arrays["inputs"][t_in], "y": arrays["targets"][t_out], "last": arrays["targets"][last]}
+    if arrays.get("upstream") is not None:
+        batch["up"] = arrays["upstream"][t_in]
+    return batch
+
+
+class _BatchDataset(torch.utils.data.Dataset):
+    def __init__(self, data: PreparedData, batches: list[np.ndarray]) -> None:
+        self.arrays = {"inputs": data.inputs, "targets": data.targets, "upstream": data.upstream}
+        self.batches, self.cfg = batches, data.config
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> dict:
+        c = self.cfg
+        out = gather(self.arrays, self.batches[i], c.window_size, c.target_offset, c.forecast_steps)
+        return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def cpu_batches(data: PreparedData, batches: list[np.ndarray], num_workers: int, pin: bool) -> Iterator[dict]:
+    ds = _BatchDataset(data, batches)
+    return iter(torch.utils.data.DataLoader(
+        ds, batch_size=None, shuffle=False, num_workers=num_workers, pin_memory=pin,
+        persistent_workers=False, prefetch_factor=4 if num_workers else None,
+    ))
+
+
+class DeviceBatches:
+    """The dataset copied to the device once; batches are gathered there by index tensors."""
+
+    def __init__(self, data: PreparedData, device: torch.device) -> None:
+        def put(a):
+            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+        self.arrays = {"inputs": put(data.inputs), "targets": put(data.targets), "upstream": put(data.upstream)}
+        self.cfg, self.device = data.config, device
+
+    def __call__(self, batches: list[np.ndarray]) -> Iterator[dict]:
+        c = self.cfg
+        for b in batches:
+            idx = torch.from_numpy(b).to(self.device, non_blocking=True)
+            yield gather(self.arrays, idx, c.window_size, c.target_offset, c.forecast_steps)

@@ -1,0 +1,119 @@
+"""The config tree (data, model, training). Flags, checkpoints and the search all derive from it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from data_io import ConfigError, DataConfig
+
+
+@dataclass
+class ModelConfig:
+    hidden_channels: list[int] = field(
+        default_factory=lambda: [16, 32], metadata={"help": "ConvLSTM width per layer; one number per layer"}
+    )
+    kernel_size: int = field(default=3, metadata={"help": "odd kernel size of every gate convolution"})
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = field(default="runs/train", metadata={"help": "checkpoints and the metrics log go here"})
+    device: Literal["auto", "cuda", "mps", "cpu"] = field(
+        default="auto", metadata={"help": "auto = cuda, then mps, then cpu"}
+    )
+    batch_size: int = 4
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "micro-batches per optimizer step (effective batch = batch x steps)"}
+    )
+    num_epochs: int = 100
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-5
+    gradient_clip_norm: float = field(default=1.0, metadata={"help": "0 turns clipping off"})
+    early_stopping_patience: int = field(default=10, metadata={"help": "epochs without a better val loss"})
+    seed: int = 42
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes (0 = main process)"})
+    use_amp: bool = field(
+        default=True,
+        metadata={"help": "bf16 autocast on CUDA (fp16 + GradScaler where bf16 is missing), fp16 on MPS",
+                  "aliases": {"--no-amp": False}},
+    )
+    checkpoint_every: int = field(default=10, metadata={"help": "also keep epoch_N.pt every N epochs (0 = never)"})
+    resume: str | None = field(default=None, metadata={"help": "checkpoint to continue from (e.g. last.pt)"})
+    # Speed options (see BENCHMARKS.md for the measurements behind the defaults).
+    data_on_device: Literal["auto", "on", "off"] = field(
+        default="auto",
+        metadata={"help": "keep the dataset on the GPU and gather batches there (auto: on CUDA when it fits)"},
+    )
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format on CUDA"})
+    cudnn_benchmark: bool = field(default=True, metadata={"help": "cuDNN autotuning on CUDA"})
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> None:
+        t, m = self.train, self.model
+        for name in ("batch_size", "num_epochs", "gradient_accumulation_steps"):
+            if getattr(t, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, but got {getattr(t, name)}")
+        if t.learning_rate <= 0:
+            raise ConfigError(f"--learning-rate must be positive, but got {t.learning_rate}")
+        if t.num_workers < 0:
+            raise ConfigError(f"--num-workers must be 0 or more, but got {t.num_workers}")
+        if not m.hidden_channels or any(h < 1 for h in m.hidden_channels):
+            raise ConfigError(f"--hidden-channels needs positive widths, one per layer, but got {m.hidden_channels}")
+        if m.kernel_size < 1 or m.kernel_size % 2 == 0:
+            raise ConfigError(f"--kernel-size must be odd and positive, but got {m.kernel_size}")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+def add_config_flags(parser, exclude: set[str] = frozenset()) -> None:
+    """--config FILE plus one flag per field of every section."""
+    from model._cli import add_dataclass_flags
+
+    parser.add_argument("--config", default=None, help="YAML/JSON config (e.g. a best_config.yaml); flags override it")
+    for cls in SECTIONS.values():
+        add_dataclass_flags(parser, cls, exclude)
+
+
+def config_from_args(ns, base: dict | None = None) -> Config:
+    """Defaults <- base dict <- --config file <- flags given on the command line."""
+    from model._cli import build, load_config_file
+
+    nested: dict[str, dict] = {name: {} for name in SECTIONS}
+    sources = [(base or {}, "config")]
+    if getattr(ns, "config", None):
+        sources.append((load_config_file(ns.config), f"--config {ns.config}"))
+    for values, where in sources:
+        _merge(nested, values, where)
+    given = {k: v for k, v in vars(ns).items() if k != "config"}
+    _merge(nested, given, "flags", ignore_unknown=True)
+    config = build(Config, nested, "config")
+    config.validate()
+    return config
+
+
+def _merge(nested: dict[str, dict], values: dict, where: str, ignore_unknown: bool = False) -> None:
+    from model._cli import section_fields
+
+    owners = {name: sec for sec, cls in SECTIONS.items() for name in section_fields(cls)}
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, dict):
+            nested[key].update(value)
+        elif key in owners:
+            nested[owners[key]][key] = value
+        elif not ignore_unknown:
+            raise ConfigError(
+                f"{where}: unknown key {key!r}; use the flag names without dashes (e.g. batch_size) "
+                f"or sections {list(SECTIONS)}"
+            )

@@ -1,0 +1,48 @@
+"""Metrics as small pure functions on tensors; every one accepts NaN truth and masks it.
+
+Shapes follow the trainer: (batch, lead, channel, lat, lon). Sums are returned (not means) so that callers
+can accumulate over batches on the device without a host sync, then divide once per epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def latitude_weights(lat: np.ndarray) -> np.ndarray:
+    """cos(latitude), normalised to mean 1 over the grid's rows."""
+    w = np.cos(np.deg2rad(np.asarray(lat, dtype="float64")))
+    return w / w.mean()
+
+
+def masked_sse(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum of squared errors over the finite truth values, and how many there were."""
+    mask = torch.isfinite(truth)
+    diff = torch.where(mask, pred.float() - torch.nan_to_num(truth.float()), 0.0)
+    return (diff * diff).sum(), mask.sum()
+
+
+def denormalize(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, log: torch.Tensor) -> torch.Tensor:
+    """Invert the z-score (and log1p) per channel; mean/std/log have shape (channel,)."""
+    shape = (-1, 1, 1)
+    x = z.float() * std.view(shape) + mean.view(shape)
+    return torch.where(log.view(shape), torch.expm1(x), x)
+
+
+def weighted_errors(
+    pred: torch.Tensor, truth: torch.Tensor, lat_weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Latitude-weighted squared and absolute error sums per lead, and the weight sum per lead."""
+    w = lat_weights.view(-1, 1) * torch.isfinite(truth)
+    err = torch.where(w > 0, pred.float() - torch.nan_to_num(truth.float()), 0.0)
+    dims = [d for d in range(err.ndim) if d != 1]
+    return (w * err * err).sum(dims), (w * err.abs()).sum(dims), w.sum(dims)
+
+
+def rmse(sse: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return torch.sqrt(sse / weight.clamp_min(1e-12))
+
+
+def mae(sae: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return sae / weight.clamp_min(1e-12)

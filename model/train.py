@@ -1,0 +1,44 @@
+"""Train one ConvLSTM: python -m model.train --data FILE.nc --output-dir runs/x [flags]
+
+Every field of the config tree is a flag (python -m model.train --help lists them); --config loads a saved
+YAML/JSON config and flags given on the command line override it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from model._main import run_cli, setup_logging
+from model.config import add_config_flags, config_from_args
+from model.trainer import fit
+
+log = logging.getLogger("convlstm")
+
+
+def parser(prog: str = "python -m model.train") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m model.train") -> None:
+    def _run() -> int:
+        config = config_from_args(parser(prog).parse_args(argv))
+        out = Path(config.train.output_dir)
+        setup_logging(out / "train.log")
+        history = fit(config)
+        best = min(history, key=lambda r: r.val_loss)
+        (out / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in history))
+        log.info("Best epoch %d: val_loss %.4f val_rmse %.4g; checkpoints in %s", best.epoch, best.val_loss,
+                 best.val_rmse, out)
+        return 0
+
+    run_cli(_run, prog)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,305 @@
+"""The training loop: one `fit(config)` used by the CLI, every search trial and the retrain.
+
+Read top to bottom: setup (device, data, model, optimizer, resume), then per epoch a training pass with
+exact gradient accumulation, a validation pass in physical units, a metrics record, checkpoints and early
+stopping. No host-device sync inside the step loop: losses are accumulated as device tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_io import PreparedData, prepare
+from model import checkpoint as ckpt_io
+from model.batches import DeviceBatches, cpu_batches, epoch_order
+from model.config import Config
+from model.convlstm import ConvLSTMForecaster
+from model.device import amp_dtype, describe, peak_memory_mb, select_device
+from model.errors import Diverged, OutOfMemory, is_oom, release_memory
+from model.metrics import denormalize, latitude_weights, masked_sse, rmse, weighted_errors
+
+log = logging.getLogger("convlstm")
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_rmse: float
+    persistence_rmse: float
+    time_per_epoch_s: float
+    samples_per_s: float
+    peak_memory_mb: float
+    device: str
+    effective_batch_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+EpochCallback = Callable[[EpochRecord, Path], None]
+
+
+def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
+    """Train until num_epochs or early stopping. Raises OutOfMemory (memory already released) or Diverged."""
+    config.validate()
+    device = select_device(config.train.device)
+    log.info("Device: %s", describe(device))
+    if data is None:
+        data = prepare(config.data)
+    try:
+        return Trainer(config, data, device).run(on_epoch)
+    except Exception as exc:
+        if not is_oom(exc):
+            raise
+        message = f"out of memory on {describe(device)}: {str(exc).splitlines()[0][:200]}"
+    # Outside the except block the traceback (and the tensors its frames hold) is gone, so memory can be freed.
+    peak = peak_memory_mb(device)
+    release_memory()
+    raise OutOfMemory(message, peak_memory_mb=peak)
+
+
+def build_model(config: Config, data: PreparedData) -> ConvLSTMForecaster:
+    n_in = data.inputs.shape[1]
+    return ConvLSTMForecaster(
+        config.model,
+        in_channels=n_in,
+        out_channels=data.targets.shape[1],
+        forecast_steps=config.data.forecast_steps,
+        upstream_channels=n_in if data.upstream is not None else None,
+    )
+
+
+class Trainer:
+    def __init__(self, config: Config, data: PreparedData, device: torch.device) -> None:
+        t = config.train
+        self.config, self.data, self.device = config, data, device
+        self.out_dir = Path(t.output_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(t.seed)
+        np.random.seed(t.seed % 2**32)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = t.cudnn_benchmark
+        self.model = build_model(config, data).to(device)
+        self.memory_format = torch.channels_last if (t.channels_last and device.type == "cuda") else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.forward = torch.compile(self.model) if t.compile else self.model
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+        self.amp = amp_dtype(device, t.use_amp)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
+        self.device_batches = self._device_batches()
+        stats = data.target_stats
+        self.stats = [torch.as_tensor(a, device=device) for a in (stats.mean, stats.std, stats.log)]
+        self.stats[0], self.stats[1] = self.stats[0].float(), self.stats[1].float()
+        self.lat_w = torch.as_tensor(latitude_weights(data.lat), dtype=torch.float32, device=device)
+        self.start_epoch, self.best_val, self.stale, self.history = 1, math.inf, 0, []
+        if t.resume:
+            self._resume(t.resume)
+
+    # ---- setup helpers -------------------------------------------------------------------------------------
+    def _device_batches(self) -> DeviceBatches | None:
+        mode = self.config.train.data_on_device
+        if self.device.type != "cuda" or mode == "off":
+            return None
+        if mode == "auto":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if self.data.nbytes() > 0.25 * free:
+                return None
+        return DeviceBatches(self.data, self.device)
+
+    def _resume(self, path: str) -> None:
+        state = ckpt_io.load(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt_io.set_rng_state(state["rng"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_val, self.stale = state["best_val_loss"], state["epochs_without_improvement"]
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        log.info("Resumed from %s at epoch %d", path, state["epoch"])
+
+    def _batches(self, split: str, shuffle: bool, epoch: int):
+        t = self.config.train
+        order = epoch_order(self.data.starts(split), shuffle, t.seed, epoch, t.batch_size)
+        if self.device_batches is not None:
+            return self.device_batches(order), len(order)
+        pin = self.device.type == "cuda"
+        return cpu_batches(self.data, order, t.num_workers, pin), len(order)
+
+    def _to_device(self, batch: dict) -> dict:
+        out = {}
+        for k, v in batch.items():
+            v = v.to(self.device, non_blocking=True)
+            out[k] = v
+        return out
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+
+    def _predict(self, batch: dict) -> torch.Tensor:
+        with self._autocast():
+            return self.forward(batch["x"], batch.get("up"))
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def run(self, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
+        t = self.config.train
+        for epoch in range(self.start_epoch, t.num_epochs + 1):
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            t0 = time.perf_counter()
+            train_loss, n_samples = self.train_epoch(epoch)
+            train_time = time.perf_counter() - t0
+            val = self.evaluate("val")
+            elapsed = time.perf_counter() - t0
+            if not math.isfinite(train_loss) or not math.isfinite(val["loss"]):
+                raise Diverged(f"epoch {epoch}: train loss {train_loss}, val loss {val['loss']} is not finite; "
+                               "lower --learning-rate or keep --gradient-clip-norm on")
+            record = EpochRecord(
+                epoch=epoch, train_loss=train_loss, val_loss=val["loss"], val_rmse=val["rmse"],
+                persistence_rmse=val["persistence_rmse"], time_per_epoch_s=elapsed,
+                samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak_memory_mb(self.device),
+                device=self.device.type, effective_batch_size=t.batch_size * t.gradient_accumulation_steps,
+            )
+            self.history.append(record)
+            improved = record.val_loss < self.best_val
+            if improved:
+                self.best_val, self.stale = record.val_loss, 0
+            else:
+                self.stale += 1
+            last = self.save(epoch, improved)
+            log.info(
+                "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_rmse %.4g (persistence %.4g)  "
+                "time_per_epoch %.2f s  %.0f samples/s  peak %.0f MB",
+                epoch, t.num_epochs, record.train_loss, record.val_loss, record.val_rmse,
+                record.persistence_rmse, record.time_per_epoch_s, record.samples_per_s, record.peak_memory_mb,
+            )
+            if on_epoch is not None:
+                on_epoch(record, last)
+            if self.stale >= t.early_stopping_patience:
+                log.info("Early stopping: val loss has not improved for %d epochs", self.stale)
+                break
+        return self.history
+
+    def train_epoch(self, epoch: int) -> tuple[float, int]:
+        """One pass over the training windows. Returns (mean loss, samples seen)."""
+        t = self.config.train
+        self.model.train()
+        batches, n_batches = self._batches("train", shuffle=True, epoch=epoch)
+        total_sse = torch.zeros((), device=self.device)
+        total_count = torch.zeros((), device=self.device)
+        n_samples = 0
+        for group in _groups(_progress(batches, n_batches, f"epoch {epoch}"), t.gradient_accumulation_steps):
+            group = [self._to_device(b) for b in group]
+            # Exact accumulation: every micro-batch's squared error is divided by the whole group's count, so
+            # the summed gradient equals that of one batch holding the group (NaN targets excluded).
+            count = sum(torch.isfinite(b["y"]).sum() for b in group).clamp_min(1)
+            for b in group:
+                sse, _ = masked_sse(self._predict(b), b["y"])
+                self.scaler.scale(sse / count).backward()
+                total_sse += sse.detach()
+                n_samples += b["x"].shape[0]
+            total_count += count
+            self.scaler.unscale_(self.optimizer)
+            if t.gradient_clip_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.gradient_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        return float(total_sse / total_count.clamp_min(1)), n_samples
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
+        self.model.eval()
+        batches, _ = self._batches(split, shuffle=False, epoch=0)
+        sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
+        per_lead = None
+        for b in batches:
+            b = self._to_device(b)
+            pred = self._predict(b)
+            sse, count = masked_sse(pred, b["y"])
+            sums["sse"] += sse
+            sums["count"] += count
+            truth = denormalize(b["y"], *self.stats)
+            persist = denormalize(b["last"], *self.stats)[:, None].expand_as(truth)
+            model_err = weighted_errors(denormalize(pred, *self.stats), truth, self.lat_w)
+            pers_err = weighted_errors(persist, truth, self.lat_w)
+            now = torch.stack([*model_err, *pers_err])  # (6, leads)
+            per_lead = now if per_lead is None else per_lead + now
+        m_sse, m_sae, w, p_sse, p_sae, _ = per_lead
+        return {
+            "loss": float(sums["sse"] / sums["count"].clamp_min(1)),
+            "rmse": float(rmse(m_sse.sum(), w.sum())),
+            "persistence_rmse": float(rmse(p_sse.sum(), w.sum())),
+            "rmse_per_lead": rmse(m_sse, w).tolist(),
+            "mae_per_lead": (m_sae / w.clamp_min(1e-12)).tolist(),
+            "persistence_rmse_per_lead": rmse(p_sse, w).tolist(),
+            "persistence_mae_per_lead": (p_sae / w.clamp_min(1e-12)).tolist(),
+        }
+
+    def save(self, epoch: int, improved: bool) -> Path:
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": epoch,
+            "config": self.config.to_dict(),
+            "input_stats": self.data.input_stats.to_dict(),
+            "target_stats": self.data.target_stats.to_dict(),
+            "meta": checkpoint_meta(self.data),
+            "rng": ckpt_io.rng_state(),
+            "best_val_loss": self.best_val,
+            "epochs_without_improvement": self.stale,
+            "history": [r.to_dict() for r in self.history],
+        }
+        last = ckpt_io.save_atomic(state, self.out_dir / "last.pt")
+        if improved:
+            ckpt_io.save_atomic(state, self.out_dir / "best.pt")
+        every = self.config.train.checkpoint_every
+        if every and epoch % every == 0:
+            ckpt_io.save_atomic(state, self.out_dir / f"epoch_{epoch}.pt")
+        return last
+
+
+def checkpoint_meta(data: PreparedData) -> dict:
+    """What predict needs to check a data file against the model and to write the forecast's grid."""
+    return {
+        "channels": data.channels,
+        "target_channels": data.target_channels,
+        "lat": data.lat.tolist(),
+        "lon": data.lon.tolist(),
+        "upstream_shape": list(data.upstream.shape[-2:]) if data.upstream is not None else None,
+        "levels": {k: [float(v) if isinstance(v, (int, float)) else str(v) for v in lv] for k, lv in data.levels.items()},
+        "target_attrs": data.target_attrs,
+        "lon_signed": data.lon_signed,
+    }
+
+
+def _groups(iterable, k: int):
+    group = []
+    for item in iterable:
+        group.append(item)
+        if len(group) == k:
+            yield group
+            group = []
+    if group:  # the remainder at the end of an epoch still steps
+        yield group
+
+
+def _progress(iterable, total: int, desc: str):
+    if sys.stdout.isatty():
+        from tqdm import tqdm
+
+        return tqdm(iterable, total=total, desc=desc, leave=False)
+    return iterable
