@@ -1,0 +1,150 @@
+"""The Ray side of the search: cluster, resources, Tuner (new or restored), and the results it leaves."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from pathlib import Path
+
+import optuna
+import ray
+import yaml
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from data_io import ConfigError, PreparedData
+from model.config import TrainConfig
+from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
+from tune._table import format_table, load_trials
+from tune.config import SearchConfig
+from tune.space import define_by_run
+from tune.trainable import train_trial, trial_config
+
+log = logging.getLogger("convlstm")
+METRIC, MODE = "val_loss", "min"
+
+
+def run_search(
+    search: SearchConfig, experiment: Path, base: dict, space: dict, data: PreparedData, resuming: bool
+) -> int:
+    _connect(search.address, experiment)
+    gpus = _gpus_per_trial(search, base["train"]["device"])
+    resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
+    log.info("Each trial asks Ray for %s CPU and %s GPU", search.cpus_per_trial, gpus)
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data, base=base, resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
+        resources,
+    )
+    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment / 'optuna.db'}")
+    study_name = f"{experiment.name}-{_study_suffix(experiment)}"
+    if resuming and tune.Tuner.can_restore(str(experiment)):
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base)
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    closed = 0 if interrupted else close_running_trials(storage, study_name)
+    if closed:
+        log.info("Marked %d Optuna trials that never ran to completion as FAIL", closed)
+    return _write_results(experiment, base, interrupted)
+
+
+def _new_tuner(search, experiment, trainable, space, storage, study_name, base) -> tune.Tuner:
+    searcher = OutcomeAwareOptunaSearch(
+        space=functools.partial(define_by_run, spec=space),
+        metric=METRIC,
+        mode=MODE,
+        sampler=optuna.samplers.TPESampler(seed=base["train"]["seed"], n_startup_trials=min(10, max(2, search.num_samples // 2))),
+        storage=storage,
+        study_name=study_name,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=search.max_epochs,
+        grace_period=search.grace_epochs, reduction_factor=2,
+    )
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples,
+            max_concurrent_trials=search.max_concurrent_trials, time_budget_s=search.time_budget_s,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            failure_config=tune.FailureConfig(max_failures=search.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            verbose=1,
+        ),
+    )
+
+
+def _study_suffix(experiment: Path) -> str:
+    """A study name unique to the experiment, stable across resumes (kept in search.yaml's folder)."""
+    marker = experiment / ".study_id"
+    if not marker.is_file():
+        import uuid
+
+        marker.write_text(uuid.uuid4().hex[:8])
+    return marker.read_text().strip()
+
+
+def _connect(address: str | None, experiment: Path) -> None:
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+    else:
+        ray.init(include_dashboard=False)
+
+
+def _gpus_per_trial(search: SearchConfig, device: str) -> float:
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    if device == "cpu":
+        return 0.0
+    if search.gpus_per_trial is None:
+        return 1.0 if cluster_gpus >= 1 else 0.0
+    if search.gpus_per_trial > 0:
+        node_max = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
+        if search.gpus_per_trial > node_max:
+            raise ConfigError(
+                f"--gpus-per-trial {search.gpus_per_trial}: the largest node of this Ray cluster has {node_max:g} "
+                "GPU(s); ask for at most that, or 0 to train on CPUs"
+            )
+    if device == "cuda" and cluster_gpus == 0:
+        raise ConfigError("--device cuda: this Ray cluster has no GPUs; use --device auto or cpu")
+    return float(search.gpus_per_trial)
+
+
+def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
+    table = load_trials(experiment)
+    table.drop(columns=["trial_dir", "history"]).to_csv(experiment / "trials.csv", index=False)
+    print(format_table(table))
+    print(f"\nTrial table: {experiment / 'trials.csv'}")
+    finished = table[table["status"].isin(["ok", "stopped early"]) & table["val_loss"].notna()]
+    if not finished.empty:
+        best = finished.iloc[0]
+        params = _params(Path(best["trial_dir"]))
+        config = trial_config(base, params)
+        defaults = TrainConfig()
+        config.train.num_epochs = defaults.num_epochs
+        config.train.output_dir = str(experiment / "best")
+        header = (f"# Best trial {best['trial_id']} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
+                  f"{best['epochs']} epochs.\n# Train it fully: python train_convlstm.py --config {experiment / 'best_config.yaml'}\n")
+        (experiment / "best_config.yaml").write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+        print(f"Best config: {experiment / 'best_config.yaml'}")
+        print(f"Optuna study: optuna-dashboard sqlite:///{experiment / 'optuna.db'}")
+    if interrupted:
+        print(f"Interrupted: resume with --name {experiment.name} --storage-path {experiment.parent} --resume")
+        return 130
+    return 0
+
+
+def _params(trial_dir: Path) -> dict:
+    import json
+
+    return json.loads((trial_dir / "params.json").read_text())

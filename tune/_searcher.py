@@ -1,0 +1,66 @@
+"""OptunaSearch, told the truth about how each trial ended.
+
+Ray's OptunaSearch tells every trial that reported a value as COMPLETE, FAIL otherwise. Two of our outcomes
+need more care:
+- Out of memory / diverged: TPE ignores FAIL, so it would keep proposing configs that cannot fit. We tell
+  PRUNED with a positive constraint ("infeasible"); TPE ranks infeasible trials below every feasible one,
+  so it learns to avoid that region. Never NaN: a NaN value leaves the Optuna trial RUNNING forever.
+- Stopped by ASHA: its last val loss is a truncated value, not a final one. We tell PRUNED; TPE ranks
+  pruned trials after all complete ones, by how many epochs they reached and their value at that step
+  (OptunaSearch has already reported every epoch's val loss as an intermediate value).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+INFEASIBLE = ("oom", "diverged")
+
+
+class OutcomeAwareOptunaSearch(OptunaSearch):
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value) and trial_id in self._ot_trials:
+            super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        status = (result or {}).get("status")
+        value = (result or {}).get(self.metric)
+        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        try:
+            if status in INFEASIBLE:
+                ot_trial.set_user_attr("status", status)
+                ot_trial.set_constraint("fits_and_converges", 1.0)
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            elif error or not finite:
+                ot_trial.set_user_attr("status", "error")
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+            elif not result.get("trial_finished", False):
+                ot_trial.set_user_attr("status", "stopped early")
+                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                ot_trial.set_user_attr("status", "ok")
+                self._ot_study.tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
+        except (RuntimeError, ValueError) as exc:  # e.g. already told before a driver restart
+            log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def close_running_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
+    """Trials Optuna still has RUNNING after the search (asked before a driver crash, never run) become FAIL."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_system_attr(trial._trial_id, "closed_by", "search end: never ran to completion")
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        closed += 1
+    return closed

@@ -1,0 +1,108 @@
+"""The trial table, read from the experiment folder itself (params.json, result.json, error.txt per trial).
+
+Reading the folder rather than ResultGrid.get_dataframe() keeps trials that errored before reporting, works
+while a search is still running, and works on a folder copied from another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from tune.space import params_to_overrides
+
+COLUMNS = [
+    "rank", "trial_id", "status", "device", "hidden_channels", "batch_size", "accumulation", "effective_batch",
+    "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss", "val_rmse",
+]
+
+
+def trial_dirs(experiment: Path) -> list[Path]:
+    return sorted(p.parent for p in Path(experiment).glob("*/params.json"))
+
+
+def read_results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut off by a crash mid-write
+            break
+    return rows
+
+
+def trial_row(trial_dir: Path) -> dict:
+    params = json.loads((trial_dir / "params.json").read_text())
+    results = read_results(trial_dir)
+    last = results[-1] if results else {}
+    over = params_to_overrides(params)
+    errored = (trial_dir / "error.txt").is_file() or (trial_dir / "error.pkl").is_file()
+    status = last.get("status")
+    if errored and status not in ("oom", "diverged"):
+        status = "error"
+    elif status == "ok" and not last.get("trial_finished"):
+        status = "stopped early"
+    elif status is None:
+        status = "error" if errored else "pending"
+    ok_epochs = [r for r in results if r.get("status") == "ok"]
+    val = last.get("val_loss")
+    batch = last.get("batch_size", over.get("batch_size"))
+    accum = last.get("gradient_accumulation_steps", over.get("gradient_accumulation_steps"))
+    hidden = last.get("hidden_channels") or " ".join(map(str, over.get("hidden_channels", [])))
+    return {
+        "trial_id": last.get("trial_id") or _id_from_dirname(trial_dir.name),
+        "status": status,
+        "device": last.get("device", ""),
+        "hidden_channels": hidden,
+        "batch_size": batch,
+        "accumulation": accum,
+        "effective_batch": last.get("effective_batch_size", (batch or 0) * (accum or 0) or None),
+        "learning_rate": last.get("learning_rate", over.get("learning_rate")),
+        "epochs": len(ok_epochs),
+        "time_per_epoch_s": _mean([r.get("time_per_epoch_s") for r in ok_epochs]),
+        "peak_memory_mb": last.get("peak_memory_mb"),
+        "val_loss": val if isinstance(val, (int, float)) and math.isfinite(val) else None,
+        "val_rmse": last.get("val_rmse") if status not in ("oom", "diverged") else None,
+        "trial_dir": str(trial_dir),
+        "history": [r.get("val_loss") for r in ok_epochs],
+    }
+
+
+def _id_from_dirname(name: str) -> str:
+    """Ray names trial folders <trainable>_<trial id>_<index>_<params>...; the id is the part before the index."""
+    parts = name.split("_")
+    for i in range(1, len(parts) - 1):
+        if parts[i + 1].isdigit() and len(parts[i + 1]) == 5:
+            return parts[i]
+    return name
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if isinstance(v, (int, float))]
+    return sum(values) / len(values) if values else None
+
+
+def load_trials(experiment: str | Path) -> pd.DataFrame:
+    """One row per trial, ranked by val loss (finished and early-stopped first, failures after)."""
+    rows = [trial_row(d) for d in trial_dirs(Path(experiment))]
+    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"] + ["trial_dir", "history"])
+    order = df.assign(_bad=df["val_loss"].isna()).sort_values(["_bad", "val_loss"], kind="stable").index
+    df = df.loc[order].reset_index(drop=True)
+    df.insert(0, "rank", range(1, len(df) + 1))
+    return df
+
+
+def format_table(df: pd.DataFrame) -> str:
+    view = df[COLUMNS].copy()
+    for col, fmt in (("learning_rate", "{:.2e}"), ("time_per_epoch_s", "{:.2f}"), ("peak_memory_mb", "{:.0f}"),
+                     ("val_loss", "{:.4f}"), ("val_rmse", "{:.4g}")):
+        view[col] = view[col].map(lambda v, f=fmt: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v))
+    for col in ("batch_size", "accumulation", "effective_batch"):
+        view[col] = view[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)))
+    return view.to_string(index=False)

@@ -1,0 +1,124 @@
+"""Search ConvLSTM configs with Ray Tune + Optuna: python -m tune.search --device auto [flags]
+
+With no --data it searches on the built-in demo dataset. Every trainer flag (python -m model.train --help)
+can be given here to fix it for all trials; a searched key given as a flag is removed from the space.
+Results: STORAGE_PATH/NAME/{trials.csv, best_config.yaml, optuna.db} and Ray's trial folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from data_io import ConfigError, prepare
+from model._cli import add_dataclass_flags, build
+from model._main import run_cli, setup_logging
+from model.config import add_config_flags, config_from_args
+from tune.config import SearchConfig
+from tune.space import SEARCHED, load_space
+
+log = logging.getLogger("convlstm")
+
+# Trials resume from Tune checkpoints and write into their own folders; num_epochs is --max-epochs here.
+EXCLUDED_TRAINER_FLAGS = {"resume", "output_dir", "num_epochs"}
+METRIC, MODE = "val_loss", "min"
+
+
+def parser(prog: str = "python -m tune.search") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_dataclass_flags(p, SearchConfig)
+    add_config_flags(p, exclude=EXCLUDED_TRAINER_FLAGS)
+    return p
+
+
+def demo_path() -> Path:
+    """The demo dataset, written once into the user's cache folder."""
+    from data_io.demo import write_demo
+
+    cache = Path(os.environ.get("CONVLSTM_TUNE_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convlstm-tune"))
+    path = cache / "demo_seed0.nc"
+    if not path.is_file():
+        log.info("Writing the demo dataset to %s (once)", path)
+        write_demo(path, seed=0)
+    return path
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m tune.search") -> None:
+    run_cli(lambda: run(argv, prog), prog)
+
+
+def run(argv: list[str] | None = None, prog: str = "python -m tune.search") -> int:
+    ns = parser(prog).parse_args(argv)
+    search_keys = {f for f in SearchConfig.__dataclass_fields__}
+    search = build(SearchConfig, {k: v for k, v in vars(ns).items() if k in search_keys}, "search flags")
+    _validate(search)
+    trainer_ns = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k not in search_keys})
+    fixed = {k for k in vars(trainer_ns) if k in SEARCHED}
+
+    name = search.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
+    experiment = Path(search.storage_path).resolve() / name
+    setup_logging()
+    resuming = _resuming(search, experiment)
+
+    if resuming:
+        saved = yaml.safe_load((experiment / "search.yaml").read_text())
+        base, space_spec = saved["config"], saved["space"]
+        log.info("Resuming %s", experiment)
+    else:
+        config = config_from_args(trainer_ns, base={"num_workers": 0})
+        if config.data.data is None:
+            config.data.data = str(demo_path())
+            log.info("No --data given: searching on the demo dataset %s", config.data.data)
+        config.train.num_epochs = search.max_epochs
+        base = config.to_dict()
+        space_spec = load_space(search.space).without(fixed).spec
+        experiment.mkdir(parents=True, exist_ok=True)
+        (experiment / "search.yaml").write_text(yaml.safe_dump({"config": base, "space": space_spec, "search": asdict(search)}))
+
+    setup_logging(experiment / "search.log")
+    from tune._runner import run_search  # imports Ray: after the cheap argument checks
+
+    data = prepare(build_data_config(base))
+    return run_search(search, experiment, base, space_spec, data, resuming)
+
+
+def build_data_config(base: dict):
+    from data_io import DataConfig
+
+    return build(DataConfig, base["data"], "data config")
+
+
+def _validate(search: SearchConfig) -> None:
+    for name in ("num_samples", "max_epochs", "grace_epochs"):
+        if getattr(search, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, but got {getattr(search, name)}")
+    if search.grace_epochs > search.max_epochs:
+        raise ConfigError(f"--grace-epochs {search.grace_epochs} is more than --max-epochs {search.max_epochs}; lower it")
+    if search.cpus_per_trial <= 0:
+        raise ConfigError(f"--cpus-per-trial must be positive, but got {search.cpus_per_trial}")
+    if search.gpus_per_trial is not None and search.gpus_per_trial < 0:
+        raise ConfigError(f"--gpus-per-trial must be 0 or more, but got {search.gpus_per_trial}")
+
+
+def _resuming(search: SearchConfig, experiment: Path) -> bool:
+    is_experiment = (experiment / "search.yaml").is_file()
+    if search.resume and not is_experiment:
+        raise ConfigError(
+            f"--resume: {experiment} is not a search experiment (no search.yaml); check --name and --storage-path"
+        )
+    if is_experiment and not search.resume:
+        log.info("%s exists: resuming it (use another --name for a new search)", experiment)
+    return is_experiment
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""One Ray Tune trial: the same fit() as the CLI, reporting every epoch, with OOM and divergence as outcomes."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from data_io import PreparedData
+from model.config import Config
+from model.errors import Diverged, OutOfMemory
+from model.trainer import EpochRecord, fit
+from tune.space import params_to_overrides
+
+
+def trial_config(base: dict, params: dict) -> Config:
+    """The search's fixed config with this trial's suggested params on top."""
+    from model._cli import build
+    from model.config import SECTIONS, _merge
+
+    nested = {k: dict(base.get(k, {})) for k in SECTIONS}
+    _merge(nested, params_to_overrides(params), "trial params")
+    config = build(Config, nested, "trial config")
+    config.validate()
+    return config
+
+
+def pick_device(requested: str) -> str:
+    """In the trial's own process: cuda when Ray gave this trial a GPU, else mps when present, else cpu."""
+    if requested != "auto":
+        return requested
+    if ray.get_gpu_ids() and torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -> None:
+    started = time.time()
+    config = trial_config(base, params)
+    config.train.device = pick_device(config.train.device)
+    torch.set_num_threads(max(1, int(resources.get("cpus", 1))))
+    gpus = float(resources.get("gpus", 0) or 0)
+    if config.train.device == "cuda" and 0 < gpus < 1:
+        # Our share of the card: a config too big for it runs out of memory itself, not its neighbour.
+        torch.cuda.set_per_process_memory_fraction(gpus)
+    trial_dir = Path(tune.get_context().get_trial_dir() or tempfile.mkdtemp())
+    config.train.output_dir = str(trial_dir / "train")
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as d:
+            local = Path(config.train.output_dir)
+            local.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(d) / "last.pt", local / "resume.pt")
+        config.train.resume = str(local / "resume.pt")
+
+    common = {
+        "hidden_channels": " ".join(map(str, config.model.hidden_channels)),
+        "batch_size": config.train.batch_size,
+        "gradient_accumulation_steps": config.train.gradient_accumulation_steps,
+        "effective_batch_size": config.train.batch_size * config.train.gradient_accumulation_steps,
+        "learning_rate": config.train.learning_rate,
+        "trial_started_at": started,
+    }
+    last = {"epoch": 0}
+
+    def report(record: EpochRecord, last_pt: Path, final: bool) -> None:
+        last["epoch"] = record.epoch
+        metrics = {**common, **record.to_dict(), "status": "ok", "trial_finished": final}
+        with tempfile.TemporaryDirectory() as d:
+            _link_or_copy(last_pt, Path(d) / "last.pt")
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    try:
+        fit(config, data, on_epoch=report)
+    except (OutOfMemory, Diverged) as exc:
+        status = "oom" if isinstance(exc, OutOfMemory) else "diverged"
+        peak = getattr(exc, "peak_memory_mb", math.nan)
+        tune.report({
+            **common, "epoch": last["epoch"], "status": status, "trial_finished": True, "device": config.train.device,
+            "val_loss": math.inf, "peak_memory_mb": peak, "message": str(exc)[:300],
+        })
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem
+        shutil.copy2(src, dst)
