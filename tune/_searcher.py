@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
@@ -37,6 +38,11 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
         value = (result or {}).get(self.metric)
         finite = isinstance(value, (int, float)) and math.isfinite(value)
         try:
+            step = (result or {}).get("training_iteration")
+            if finite and step is not None:
+                with warnings.catch_warnings():  # Optuna warns when this step was already reported
+                    warnings.simplefilter("ignore")
+                    ot_trial.report(float(value), step)  # Ray hands the last result here, not to on_trial_result
             if status in INFEASIBLE:
                 ot_trial.set_user_attr("status", status)
                 ot_trial.set_constraint("fits_and_converges", 1.0)
