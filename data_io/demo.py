@@ -18,14 +18,25 @@ import pandas as pd
 import xarray as xr
 
 LEVELS = [850.0, 500.0, 200.0]
+# The reference schema's 11 pressure levels (56 channels with precipitation).
+REFERENCE_LEVELS = [1000.0, 925.0, 850.0, 700.0, 600.0, 500.0, 400.0, 300.0, 250.0, 200.0, 150.0]
 VARIABLES = ("DPT", "GPH", "TEM", "U", "V")
 UNITS = {"DPT": "K", "GPH": "m", "TEM": "K", "U": "m s-1", "V": "m s-1", "precipitation": "mm"}
 
 
-def make_demo(seed: int = 0, days: int = 730, resolution: float = 2.0) -> xr.Dataset:
+def make_demo(
+    seed: int = 0,
+    days: int = 730,
+    resolution: float = 2.0,
+    levels: list[float] | None = None,
+    lat_range: tuple[float, float] = (10.0, 60.0),
+    lon_range: tuple[float, float] = (70.0, 140.0),
+) -> xr.Dataset:
+    """levels=REFERENCE_LEVELS and resolution=0.25 give the reference grid (benchmarks use a cropped domain)."""
     rng = np.random.default_rng(seed)
-    lat = np.arange(10.0, 60.0 + 1e-6, resolution)
-    lon = np.arange(70.0, 140.0 + 1e-6, resolution)
+    levels = list(levels or LEVELS)
+    lat = np.arange(lat_range[0], lat_range[1] + 1e-6, resolution)
+    lon = np.arange(lon_range[0], lon_range[1] + 1e-6, resolution)
     time = pd.date_range("2020-01-01", periods=days * 2, freq="12h")
     nt = len(time)
     la, lo = np.meshgrid(lat, lon, indexing="ij")
@@ -38,25 +49,29 @@ def make_demo(seed: int = 0, days: int = 730, resolution: float = 2.0) -> xr.Dat
     rain = np.clip(rain - 0.3 + 0.2 * rng.standard_normal(rain.shape), 0.0, None)
 
     data = {"precipitation": (("time", "lat", "lon"), rain.astype(np.float32))}
-    base_gph = {850.0: 1500.0, 500.0: 5700.0, 200.0: 12000.0}
-    base_tem = {850.0: 290.0, 500.0: 262.0, 200.0: 220.0}
+    # Standard-atmosphere-like height (m) and temperature (K) for any pressure level (hPa).
+    def base_gph(p):
+        return 44330.0 * (1 - (p / 1013.25) ** 0.19)
+
+    def base_tem(p):
+        return max(216.0, 288.0 - 6.5e-3 * base_gph(p))
     per_level = {v: [] for v in VARIABLES}
     dy = np.gradient(storms, axis=1)
     dx = np.gradient(storms, axis=2)
-    for level in LEVELS:
+    for level in levels:
         noise = lambda scale: scale * rng.standard_normal(storms.shape)  # noqa: E731
-        tem = base_tem[level] - 0.6 * (la - 10.0) + 6.0 * season - 2.0 * storms + noise(0.5)
+        tem = base_tem(level) - 0.6 * (la - 10.0) + 6.0 * season - 2.0 * storms + noise(0.5)
         depression = np.clip(10.0 - 3.0 * moisture - 4.0 * storms + noise(0.5), 0.5, None)
         per_level["TEM"].append(tem)
         per_level["DPT"].append(tem - depression)
-        per_level["GPH"].append(base_gph[level] - 2.0 * (la - 10.0) * level / 500 - 60.0 * storms + noise(3.0))
+        per_level["GPH"].append(base_gph(level) - 2.0 * (la - 10.0) * level / 500 - 60.0 * storms + noise(3.0))
         jet = 10.0 + 20.0 * (level == 200.0)
         per_level["U"].append(jet + 15.0 * dy + noise(1.0))
         per_level["V"].append(-15.0 * dx + noise(1.0))
     for name in VARIABLES:
         data[name] = (("time", "level", "lat", "lon"), np.stack(per_level[name], axis=1).astype(np.float32))
 
-    ds = xr.Dataset(data, coords={"time": time, "level": LEVELS, "lat": lat, "lon": lon})
+    ds = xr.Dataset(data, coords={"time": time, "level": levels, "lat": lat, "lon": lon})
     for name, units in UNITS.items():
         ds[name].attrs["units"] = units
     ds["level"].attrs["units"] = "hPa"

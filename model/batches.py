@@ -72,6 +72,9 @@ class DeviceBatches:
 
     def __call__(self, batches: list[np.ndarray]) -> Iterator[dict]:
         c = self.cfg
-        for b in batches:
-            idx = torch.from_numpy(b).to(self.device, non_blocking=True)
+        if not batches:
+            return
+        # One upload per epoch; slicing it afterwards needs no host work or sync per step.
+        order = torch.from_numpy(np.concatenate(batches)).to(self.device)
+        for idx in order.split([len(b) for b in batches]):
             yield gather(self.arrays, idx, c.window_size, c.target_offset, c.forecast_steps)

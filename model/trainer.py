@@ -43,12 +43,14 @@ class EpochRecord:
     peak_memory_mb: float
     device: str
     effective_batch_size: int
+    first_step_at: float | None = None  # wall clock after the run's first optimizer step (trial start-up cost)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-EpochCallback = Callable[[EpochRecord, Path], None]
+# Called after every epoch with the record, the path of last.pt, and whether this is the run's last epoch.
+EpochCallback = Callable[[EpochRecord, Path, bool], None]
 
 
 def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallback | None = None) -> list[EpochRecord]:
@@ -63,7 +65,8 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
     except Exception as exc:
         if not is_oom(exc):
             raise
-        message = f"out of memory on {describe(device)}: {str(exc).splitlines()[0][:200]}"
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        message = f"out of memory on {describe(device)}: {first_line[:200]}"
     # Outside the except block the traceback (and the tensors its frames hold) is gone, so memory can be freed.
     peak = peak_memory_mb(device)
     release_memory()
@@ -104,6 +107,7 @@ class Trainer:
         self.stats[0], self.stats[1] = self.stats[0].float(), self.stats[1].float()
         self.lat_w = torch.as_tensor(latitude_weights(data.lat), dtype=torch.float32, device=device)
         self.start_epoch, self.best_val, self.stale, self.history = 1, math.inf, 0, []
+        self.first_step_at: float | None = None
         if t.resume:
             self._resume(t.resume)
 
@@ -170,6 +174,7 @@ class Trainer:
                 persistence_rmse=val["persistence_rmse"], time_per_epoch_s=elapsed,
                 samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak_memory_mb(self.device),
                 device=self.device.type, effective_batch_size=t.batch_size * t.gradient_accumulation_steps,
+                first_step_at=self.first_step_at if epoch == self.start_epoch else None,
             )
             self.history.append(record)
             improved = record.val_loss < self.best_val
@@ -184,9 +189,10 @@ class Trainer:
                 epoch, t.num_epochs, record.train_loss, record.val_loss, record.val_rmse,
                 record.persistence_rmse, record.time_per_epoch_s, record.samples_per_s, record.peak_memory_mb,
             )
+            stop_early = self.stale >= t.early_stopping_patience
             if on_epoch is not None:
-                on_epoch(record, last)
-            if self.stale >= t.early_stopping_patience:
+                on_epoch(record, last, stop_early or epoch == t.num_epochs)
+            if stop_early:
                 log.info("Early stopping: val loss has not improved for %d epochs", self.stale)
                 break
         return self.history
@@ -216,6 +222,10 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
+            if self.first_step_at is None:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)  # once per run, to time start-up honestly
+                self.first_step_at = time.time()
         return float(total_sse / total_count.clamp_min(1)), n_samples
 
     @torch.no_grad()
@@ -234,7 +244,8 @@ class Trainer:
             truth = denormalize(b["y"], *self.stats)
             persist = denormalize(b["last"], *self.stats)[:, None].expand_as(truth)
             model_err = weighted_errors(denormalize(pred, *self.stats), truth, self.lat_w)
-            pers_err = weighted_errors(persist, truth, self.lat_w)
+            # A gap at the last input step leaves persistence undefined there: score it where it exists.
+            pers_err = weighted_errors(persist, torch.where(torch.isfinite(persist), truth, torch.nan), self.lat_w)
             now = torch.stack([*model_err, *pers_err])  # (6, leads)
             per_lead = now if per_lead is None else per_lead + now
         m_sse, m_sae, w, p_sse, p_sae, _ = per_lead

@@ -26,7 +26,8 @@ METRIC, MODE = "val_loss", "min"
 
 
 def run_search(
-    search: SearchConfig, experiment: Path, base: dict, space: dict, data: PreparedData, resuming: bool
+    search: SearchConfig, experiment: Path, base: dict, space: dict, data: PreparedData, resuming: bool,
+    callbacks: list | None = None,
 ) -> int:
     _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
@@ -42,7 +43,7 @@ def run_search(
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base)
+        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks)
     interrupted = False
     try:
         tuner.fit()
@@ -54,7 +55,7 @@ def run_search(
     return _write_results(experiment, base, interrupted)
 
 
-def _new_tuner(search, experiment, trainable, space, storage, study_name, base) -> tune.Tuner:
+def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks) -> tune.Tuner:
     searcher = OutcomeAwareOptunaSearch(
         space=functools.partial(define_by_run, spec=space),
         metric=METRIC,
@@ -72,6 +73,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base) 
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples,
             max_concurrent_trials=search.max_concurrent_trials, time_budget_s=search.time_budget_s,
+            reuse_actors=search.reuse_actors,
         ),
         run_config=tune.RunConfig(
             name=experiment.name,
@@ -79,6 +81,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base) 
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             verbose=1,
+            callbacks=callbacks,
         ),
     )
 

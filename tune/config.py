@@ -21,4 +21,5 @@ class SearchConfig:
     address: str | None = field(default=None, metadata={"help": "existing Ray cluster (HOST:PORT); default: start a local one"})
     resume: bool = field(default=False, metadata={"help": "continue the interrupted experiment --name"})
     time_budget_s: float | None = field(default=None, metadata={"help": "stop starting/continuing trials after this many seconds"})
+    reuse_actors: bool = field(default=True, metadata={"help": "run the next trial in a finished trial's warm process (see BENCHMARKS.md)"})
     max_failures: int = field(default=2, metadata={"help": "retries of a trial whose worker died, from its last checkpoint"})

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m tune.search") -> 
     run_cli(lambda: run(argv, prog), prog)
 
 
-def run(argv: list[str] | None = None, prog: str = "python -m tune.search") -> int:
+def run(argv: list[str] | None = None, prog: str = "python -m tune.search", callbacks: list | None = None) -> int:
     ns = parser(prog).parse_args(argv)
     search_keys = {f for f in SearchConfig.__dataclass_fields__}
     search = build(SearchConfig, {k: v for k, v in vars(ns).items() if k in search_keys}, "search flags")
@@ -88,7 +88,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search") -> i
     from tune._runner import run_search  # imports Ray: after the cheap argument checks
 
     data = prepare(build_data_config(base))
-    return run_search(search, experiment, base, space_spec, data, resuming)
+    return run_search(search, experiment, base, space_spec, data, resuming, callbacks)
 
 
 def build_data_config(base: dict):

@@ -74,7 +74,8 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -
 
     def report(record: EpochRecord, last_pt: Path, final: bool) -> None:
         last["epoch"] = record.epoch
-        metrics = {**common, **record.to_dict(), "status": "ok", "trial_finished": final}
+        values = {k: v for k, v in record.to_dict().items() if v is not None}
+        metrics = {**common, **values, "status": "ok", "trial_finished": final}
         with tempfile.TemporaryDirectory() as d:
             _link_or_copy(last_pt, Path(d) / "last.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
