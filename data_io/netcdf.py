@@ -48,17 +48,23 @@ def validate_config(cfg: DataConfig) -> None:
         )
 
 
-def prepare(cfg: DataConfig) -> PreparedData:
-    """Load cfg.data into memory as normalised float32 arrays."""
+def prepare(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None = None) -> PreparedData:
+    """Load cfg.data into memory as normalised float32 arrays.
+
+    With ``stats`` (input, target), e.g. a checkpoint's, nothing is fitted and the file need not be long enough
+    for the train/val splits: the whole file is the "test" split, normalised with the given statistics.
+    """
     validate_config(cfg)
     if cfg.data is None:
         raise ConfigError("--data is missing; pass a netCDF file (python -m data_io.demo writes one)")
     path = str(cfg.data)
     with open_dataset(path) as ds:
-        return _prepare_open(ds, cfg, path)
+        return _prepare_open(ds, cfg, path, stats)
 
 
-def _prepare_open(ds: xr.Dataset, cfg: DataConfig, path: str) -> PreparedData:
+def _prepare_open(
+    ds: xr.Dataset, cfg: DataConfig, path: str, stats: tuple[NormStats, NormStats] | None = None
+) -> PreparedData:
     times = _checked_times(ds, path)
     order = np.argsort(times, kind="stable") if not _is_sorted(times) else None
     if order is not None:
@@ -78,13 +84,17 @@ def _prepare_open(ds: xr.Dataset, cfg: DataConfig, path: str) -> PreparedData:
     tgt_arr, tgt_channels, _ = _read(ds, targets, lat_idx, lon_idx, order, path)
     up_arr = _read(ds, inputs, *up_idx, order, path)[0] if up_idx else None
 
-    splits = split_bounds(times, cfg, path)
-    train = slice(*splits["train"])
-    logged = set(cfg.log_variables)
-    in_stats = _fit(in_arr[train], channels, logged, path)
-    tgt_stats = _fit(tgt_arr[train], tgt_channels, logged, path)
-    if np.isnan(tgt_arr[slice(splits["train"][0], splits["val"][1])]).all():
-        raise DataError(f"{path}: the target {targets} is NaN everywhere in the box; pick another --target")
+    if stats is not None:
+        splits = {"train": (0, 0), "val": (0, 0), "test": (0, len(times))}
+        in_stats, tgt_stats = (_given(s, c, path) for s, c in zip(stats, (channels, tgt_channels)))
+    else:
+        splits = split_bounds(times, cfg, path)
+        train = slice(*splits["train"])
+        logged = set(cfg.log_variables)
+        in_stats = _fit(in_arr[train], channels, logged, path)
+        tgt_stats = _fit(tgt_arr[train], tgt_channels, logged, path)
+        if np.isnan(tgt_arr[slice(splits["train"][0], splits["val"][1])]).all():
+            raise DataError(f"{path}: the target {targets} is NaN everywhere in the box; pick another --target")
     # The upstream stream reads the same channels: one set of statistics for both boxes keeps them comparable.
     normalize_inplace(in_arr, in_stats)
     normalize_inplace(tgt_arr, tgt_stats)
@@ -228,6 +238,16 @@ def _read(ds, names, lat_idx, lon_idx, order, path):
 
 def _fmt(level) -> str:
     return f"{level:g}" if isinstance(level, float) else str(level)
+
+
+def _given(stats: NormStats, channels: list[str], path: str) -> NormStats:
+    """Statistics fitted elsewhere must describe exactly the channels read from this file, in order."""
+    if list(stats.channels) != channels:
+        raise DataError(
+            f"{path}: the channels read ({', '.join(channels)}) differ from those of the given statistics "
+            f"({', '.join(stats.channels)}); use a file with the same variables and levels"
+        )
+    return stats
 
 
 def _fit(train: np.ndarray, channels: list[str], logged: set[str], path: str) -> NormStats:
