@@ -46,3 +46,23 @@ def rmse(sse: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def mae(sae: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return sae / weight.clamp_min(1e-12)
+
+
+def climatology(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean over time of `values` (time, ...) per group label in 0..n_groups-1 (e.g. calendar month - 1).
+
+    NaNs are ignored; a group (or a cell of it) with no finite value is NaN. Returns (n_groups, ...).
+    """
+    values = np.asarray(values, dtype="float64")
+    groups = np.asarray(groups)
+    if groups.shape != values.shape[:1] or (groups.size and not 0 <= groups.min() <= groups.max() < n_groups):
+        span = f"{groups.min()}..{groups.max()}" if groups.size else "empty"
+        raise ValueError(f"groups must be ({values.shape[0]},) labels in 0..{n_groups - 1}, "
+                         f"but got shape {groups.shape} with values {span}")
+    finite = np.isfinite(values)
+    sums = np.zeros((n_groups, *values.shape[1:]))
+    counts = np.zeros((n_groups, *values.shape[1:]))
+    np.add.at(sums, groups, np.where(finite, values, 0.0))
+    np.add.at(counts, groups, finite)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / counts, np.nan)

@@ -1,0 +1,93 @@
+"""python -m tune.retrain on a real (tiny) search: the best config trained again, scored on the test split."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.tune._experiment import ROOT, experiment  # noqa: F401  (the shared session fixture)
+from tune._table import load_trials
+from tune.retrain import chosen_config, main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def retrain(argv: list, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, tmp_path):  # noqa: F811
+    out = tmp_path / "best"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tune.retrain", str(experiment), "--num-epochs", "2", "--output-dir", str(out),
+         "--num-cases", "2", "--device", "cpu"],
+        cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {"best.pt", "last.pt", "metrics.json", "metrics.md", "config.yaml"} <= {p.name for p in out.iterdir()}
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["lead_steps"] == [1, 2] and metrics["lead_hours"] == [12.0, 24.0]
+    precip = metrics["channels"]["precipitation"]
+    assert precip["units"] == "mm"
+    for score in ("rmse", "mae"):
+        assert set(precip[score]) == {"model", "persistence", "climatology"}
+        for values in precip[score].values():
+            assert len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values)
+        assert all(r >= m for r, m in zip(precip["rmse"]["model"], precip["mae"]["model"]))
+
+    table = (out / "metrics.md").read_text()
+    assert "| lead | model RMSE | persistence RMSE | climatology RMSE |" in table
+    assert "| +12 h |" in table and "| +24 h |" in table
+    assert "| +12 h |" in proc.stdout
+
+    maps = sorted((out / "maps").iterdir())
+    assert [p.name for p in maps] == ["case_1.png", "case_2.png"]
+    assert all(p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 5000 for p in maps)
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_trial_flag_picks_that_trials_config_with_the_full_epoch_count(experiment):  # noqa: F811
+    trials = load_trials(experiment)
+    worst = trials.iloc[-1]
+    config, source = chosen_config(experiment, worst["trial_id"][:6])
+    assert config["model"]["hidden_channels"] == [int(w) for w in worst["hidden_channels"].split()]
+    assert config["train"]["batch_size"] == worst["batch_size"]
+    assert config["train"]["num_epochs"] == 100
+    assert worst["trial_id"] in source
+
+
+def test_default_is_best_config_yaml(experiment):  # noqa: F811
+    config, source = chosen_config(experiment, None)
+    best = load_trials(experiment).iloc[0]
+    assert "best_config.yaml" in source
+    assert config["train"]["learning_rate"] == pytest.approx(best["learning_rate"])
+
+
+def test_unknown_trial_is_refused_with_the_known_ids(experiment, capsys):  # noqa: F811
+    code, err = retrain([experiment, "--trial", "nosuch"], capsys)
+    ids = pd.read_csv(experiment / "trials.csv")["trial_id"]
+    assert code == 2 and "--trial nosuch" in err and all(i in err for i in ids)
+
+
+def test_copied_experiment_without_its_data_file_asks_for_data(experiment, tmp_path, capsys):  # noqa: F811
+    copy = shutil.copytree(experiment, tmp_path / "x")
+    best = copy / "best_config.yaml"
+    best.write_text(best.read_text().replace(str(experiment.parent / "small.nc"), "/elsewhere/small.nc"))
+    code, err = retrain([copy], capsys)
+    assert code == 2 and "/elsewhere/small.nc" in err and "--data FILE" in err
+
+
+def test_a_folder_that_is_not_an_experiment_is_refused(tmp_path, capsys):
+    code, err = retrain([tmp_path], capsys)
+    assert code == 2 and "not a search experiment" in err

@@ -1,0 +1,112 @@
+"""Train a search's best config fully, then score it on the test split: python -m tune.retrain runs/<name> [flags]
+
+The config is the search's best_config.yaml (or trial --trial ID's, as python -m tune.report lists them), trained
+from scratch with the same fit() as python -m model.train: --num-epochs (default 100), early stopping,
+checkpoints. Every trainer flag overrides the chosen config (e.g. --data FILE for a folder copied from another
+machine). Writes into --output-dir (default: runs/<name>/best/): the checkpoints, metrics.json and metrics.md
+(RMSE/MAE per lead for the model, persistence and climatology on the test split) and maps/case_N.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from data_io import ConfigError, prepare
+from model._cli import load_config_file
+from model._main import run_cli, setup_logging
+from model.config import TrainConfig, add_config_flags, config_from_args
+from model.evaluate import evaluate_checkpoint, metrics_markdown, plot_cases
+from model.trainer import fit
+from tune._table import load_trials
+from tune.trainable import trial_config
+
+log = logging.getLogger("convlstm")
+
+
+def parser(prog: str = "python -m tune.retrain") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("experiment", help="the search's folder: STORAGE_PATH/NAME")
+    p.add_argument("--trial", metavar="ID", help="retrain this trial's config instead of best_config.yaml")
+    p.add_argument("--num-cases", type=int, default=3, help="test windows drawn as maps (default: 3)")
+    add_config_flags(p)
+    return p
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> None:
+    run_cli(lambda: run(argv, prog), prog)
+
+
+def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> int:
+    ns = parser(prog).parse_args(argv)
+    experiment = Path(ns.experiment)
+    if not (experiment / "search.yaml").is_file():
+        raise ConfigError(f"{experiment}: not a search experiment (no search.yaml); "
+                          "pass the folder python -m tune.search wrote (STORAGE_PATH/NAME)")
+    base, source = chosen_config(experiment, ns.trial)
+    base["train"]["output_dir"] = str(experiment / "best")
+    config = config_from_args(ns, base=base)
+    data_file = config.data.data
+    if data_file is None or not Path(data_file).is_file():
+        raise ConfigError(f"the search's data file {data_file} is not there (a copied experiment?); pass --data FILE")
+
+    out = Path(config.train.output_dir)
+    setup_logging(out / "retrain.log")
+    log.info("Retraining %s for up to %d epochs into %s", source, config.train.num_epochs, out)
+    (out / "config.yaml").write_text(f"# {source}\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
+    data = prepare(config.data)
+    history = fit(config, data)
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in history))
+    best = min(history, key=lambda r: r.val_loss)
+    log.info("Best epoch %d: val_loss %.4f; scoring %s on the test split", best.epoch, best.val_loss, out / "best.pt")
+
+    metrics = evaluate_checkpoint(out / "best.pt", data, device=config.train.device)
+    metrics["config_source"] = source
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    table = metrics_markdown(metrics)
+    (out / "metrics.md").write_text(f"# {source}\n\n{table}")
+    maps = plot_cases(out / "best.pt", data, out / "maps", ns.num_cases, device=config.train.device)
+    print(table)
+    log.info("Wrote %s, %s and %d maps in %s", out / "metrics.json", out / "metrics.md", len(maps), out / "maps")
+    return 0
+
+
+def chosen_config(experiment: Path, trial: str | None) -> tuple[dict, str]:
+    """The nested config dict to retrain (num_epochs back to the trainer's default) and where it came from."""
+    best_file = experiment / "best_config.yaml"
+    if trial is None and best_file.is_file():
+        config = load_config_file(str(best_file))
+        config.setdefault("train", {})
+        return config, f"best config of {experiment.name} ({best_file.name})"
+    trials = load_trials(experiment)
+    if trial is None:  # a search still running has no best_config.yaml yet: take the best trial so far
+        finished = trials[trials["status"].isin(["ok", "stopped early"]) & trials["val_loss"].notna()]
+        if finished.empty:
+            raise ConfigError(f"{experiment}: no best_config.yaml and no trial has finished an epoch yet; "
+                              "wait for the search, or pass --trial ID")
+        row = finished.iloc[0]
+    else:
+        matches = trials[trials["trial_id"].astype(str).str.startswith(trial)]
+        if len(matches) != 1:
+            known = ", ".join(trials["trial_id"].astype(str))
+            raise ConfigError(f"--trial {trial}: {'no' if matches.empty else 'more than one'} trial of {experiment} "
+                              f"matches; its trials are {known} (python -m tune.report {experiment})")
+        row = matches.iloc[0]
+        if row["status"] in ("oom", "diverged"):
+            log.warning("Trial %s ended %s in the search; it may again", row["trial_id"], row["status"])
+    search = yaml.safe_load((experiment / "search.yaml").read_text())
+    params = json.loads((Path(row["trial_dir"]) / "params.json").read_text())
+    config = trial_config(search["config"], params).to_dict()
+    config["train"]["num_epochs"] = TrainConfig().num_epochs  # the search capped it at --max-epochs
+    val = row["val_loss"]
+    score = f"val_loss {val:.4f}" if isinstance(val, float) and val == val else f"status {row['status']}"
+    return config, f"trial {row['trial_id']} of {experiment.name} ({score} in the search)"
+
+
+if __name__ == "__main__":
+    main()
