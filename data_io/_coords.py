@@ -60,9 +60,9 @@ def box_indices(
             return None
         idx = np.nonzero((coord >= lo - 1e-6) & (coord <= hi + 1e-6))[0]
         return idx if idx.size >= 2 else None
+    span = 360.0 if hi - lo >= 360.0 - 1e-6 else (hi - lo) % 360.0  # 0..360 or -180..180: the whole circle
     lo, hi = lo % 360.0, hi % 360.0
     offset = (coord - lo) % 360.0
-    span = (hi - lo) % 360.0
     inside = offset <= span + 1e-6
     idx = np.nonzero(inside)[0]
     idx = idx[np.argsort(offset[idx], kind="stable")]
@@ -73,6 +73,17 @@ def box_indices(
             if np.min(np.abs((coord - end + 180.0) % 360.0 - 180.0)) > tol:
                 return None
     return idx if idx.size >= 2 else None
+
+
+def west_to_east(lon: np.ndarray) -> np.ndarray:
+    """Indices of every longitude (sorted in 0..360) from the grid's western edge eastward.
+
+    A regional grid that crosses 0E (e.g. -20..20 in the file) starts after its gap, not at 0E.
+    """
+    lon = np.asarray(lon, dtype="float64")
+    gaps = np.diff(np.append(lon, lon[0] + 360.0))
+    start = int(np.argmax(gaps)) + 1 if gaps.max() > 1.5 * np.median(gaps) else 0
+    return np.roll(np.arange(lon.size), -start)
 
 
 def to_file_convention(lon: np.ndarray, signed: bool) -> np.ndarray:

@@ -9,7 +9,7 @@ from dataclasses import fields
 import numpy as np
 import xarray as xr
 
-from data_io._coords import box_indices, standardize
+from data_io._coords import box_indices, standardize, to_file_convention, west_to_east
 from data_io._errors import ConfigError, DataError
 from data_io.config import DataConfig
 from data_io.normalize import NormStats, fit_channel, normalize_inplace
@@ -90,11 +90,11 @@ def _prepare_open(
     else:
         splits = split_bounds(times, cfg, path)
         train = slice(*splits["train"])
+        if np.isnan(tgt_arr[slice(splits["train"][0], splits["val"][1])]).all():
+            raise DataError(f"{path}: the target {targets} is NaN everywhere in the box; pick another --target")
         logged = set(cfg.log_variables)
         in_stats = _fit(in_arr[train], channels, logged, path)
         tgt_stats = _fit(tgt_arr[train], tgt_channels, logged, path)
-        if np.isnan(tgt_arr[slice(splits["train"][0], splits["val"][1])]).all():
-            raise DataError(f"{path}: the target {targets} is NaN everywhere in the box; pick another --target")
     # The upstream stream reads the same channels: one set of statistics for both boxes keeps them comparable.
     normalize_inplace(in_arr, in_stats)
     normalize_inplace(tgt_arr, tgt_stats)
@@ -175,7 +175,8 @@ def _box(ds: xr.Dataset, cfg: DataConfig, prefix: str):
 
 def _grid_extent(ds: xr.Dataset) -> str:
     lat, lon = ds["lat"].values, ds["lon"].values
-    return f"lat {lat.min():g}..{lat.max():g}, lon {lon.min():g}..{lon.max():g}"
+    west, east = to_file_convention(lon[west_to_east(lon)][[0, -1]], bool(ds.attrs.get("_lon_was_signed", 0)))
+    return f"lat {lat.min():g}..{lat.max():g}, lon {west:g}..{east:g}"
 
 
 def _downstream_box(ds: xr.Dataset, cfg: DataConfig, path: str):
@@ -184,7 +185,7 @@ def _downstream_box(ds: xr.Dataset, cfg: DataConfig, path: str):
         return box
     if _default_box(cfg, "downstream"):
         log.info("%s does not cover the default downstream box; using the whole grid (%s)", path, _grid_extent(ds))
-        return np.arange(ds.sizes["lat"]), np.arange(ds.sizes["lon"])
+        return np.arange(ds.sizes["lat"]), west_to_east(ds["lon"].values)
     raise DataError(
         f"--downstream-lat/lon-min/max: the box {cfg.downstream_lat_min}..{cfg.downstream_lat_max}N, "
         f"{cfg.downstream_lon_min}..{cfg.downstream_lon_max}E is outside {path} ({_grid_extent(ds)}); "

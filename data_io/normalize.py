@@ -41,6 +41,8 @@ def forward_transform(x: np.ndarray, log: bool) -> np.ndarray:
 def fit_channel(x: np.ndarray, log: bool) -> tuple[float, float]:
     """Mean and std of one channel (any shape, NaNs ignored) after the log transform."""
     x = forward_transform(x.astype("float64", copy=False), log)
+    if not np.isfinite(x).any():  # all NaN: the caller reports it (nanmean would only warn)
+        return float("nan"), float("nan")
     mean = float(np.nanmean(x))
     std = float(np.nanstd(x))
     return mean, std
@@ -61,4 +63,6 @@ def denormalize(z: np.ndarray, stats: NormStats) -> np.ndarray:
     """Inverse of normalize_inplace for an array whose axis -3 holds stats.channels."""
     shape = (-1, 1, 1)
     x = z * stats.std.reshape(shape) + stats.mean.reshape(shape)
-    return np.where(stats.log.reshape(shape), np.expm1(x), x)
+    # expm1 only on the log1p'd channels: on others (geopotential ~1e4) it would overflow and warn.
+    x[..., stats.log, :, :] = np.expm1(x[..., stats.log, :, :])
+    return x

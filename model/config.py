@@ -109,6 +109,12 @@ def _merge(nested: dict[str, dict], values: dict, where: str, ignore_unknown: bo
     owners = {name: sec for sec, cls in SECTIONS.items() for name in section_fields(cls)}
     for key, value in values.items():
         if key in SECTIONS and isinstance(value, dict):
+            unknown = sorted(set(value) - section_fields(SECTIONS[key]))
+            if unknown and not ignore_unknown:
+                raise ConfigError(
+                    f"{where}: unknown key(s) {unknown} in section '{key}'; "
+                    f"known keys are {sorted(section_fields(SECTIONS[key]))}"
+                )
             nested[key].update(value)
         elif key in owners:
             nested[owners[key]][key] = value

@@ -248,15 +248,15 @@ class Trainer:
             pers_err = weighted_errors(persist, torch.where(torch.isfinite(persist), truth, torch.nan), self.lat_w)
             now = torch.stack([*model_err, *pers_err])  # (6, leads)
             per_lead = now if per_lead is None else per_lead + now
-        m_sse, m_sae, w, p_sse, p_sae, _ = per_lead
+        m_sse, m_sae, w, p_sse, p_sae, p_w = per_lead
         return {
             "loss": float(sums["sse"] / sums["count"].clamp_min(1)),
             "rmse": float(rmse(m_sse.sum(), w.sum())),
-            "persistence_rmse": float(rmse(p_sse.sum(), w.sum())),
+            "persistence_rmse": float(rmse(p_sse.sum(), p_w.sum())),
             "rmse_per_lead": rmse(m_sse, w).tolist(),
             "mae_per_lead": (m_sae / w.clamp_min(1e-12)).tolist(),
-            "persistence_rmse_per_lead": rmse(p_sse, w).tolist(),
-            "persistence_mae_per_lead": (p_sae / w.clamp_min(1e-12)).tolist(),
+            "persistence_rmse_per_lead": rmse(p_sse, p_w).tolist(),
+            "persistence_mae_per_lead": (p_sae / p_w.clamp_min(1e-12)).tolist(),
         }
 
     def save(self, epoch: int, improved: bool) -> Path:

@@ -1,0 +1,83 @@
+"""Every metric against a brute-force numpy version, on data with NaN truth (a land mask and gaps)."""
+
+import numpy as np
+import pytest
+import torch
+
+from data_io import NormStats
+from data_io import denormalize as denormalize_np
+from model.metrics import denormalize, latitude_weights, mae, masked_sse, rmse, weighted_errors
+
+LAT = np.array([-30.0, 0.0, 20.0, 60.0])
+
+
+@pytest.fixture
+def pair():
+    """pred and truth shaped (batch, lead, channel, lat, lon), truth with masked cells."""
+    rng = np.random.default_rng(0)
+    pred = rng.standard_normal((3, 2, 2, 4, 5))
+    truth = rng.standard_normal((3, 2, 2, 4, 5))
+    truth[:, :, :, 1, 2] = np.nan  # a land cell
+    truth[1, 0, 0] = np.nan  # a missing field
+    return pred, truth
+
+
+def test_latitude_weights_are_cosine_with_mean_one():
+    w = latitude_weights(LAT)
+    expected = np.cos(LAT * np.pi / 180) / np.mean(np.cos(LAT * np.pi / 180))
+    np.testing.assert_allclose(w, expected)
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_masked_sse_skips_nan_truth(pair):
+    pred, truth = pair
+    sse, count = masked_sse(torch.tensor(pred), torch.tensor(truth))
+    assert torch.isfinite(sse)
+    np.testing.assert_allclose(sse.item(), np.nansum((pred - truth) ** 2), rtol=1e-6)
+    assert count.item() == np.isfinite(truth).sum()
+
+
+def test_masked_loss_has_finite_gradients_with_nan_truth(pair):
+    pred, truth = pair
+    p = torch.tensor(pred, requires_grad=True)
+    sse, count = masked_sse(p, torch.tensor(truth))
+    (sse / count).backward()
+    expected = np.where(np.isfinite(truth), 2 * (pred - np.nan_to_num(truth)), 0) / np.isfinite(truth).sum()
+    np.testing.assert_allclose(p.grad.numpy(), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_weighted_errors_per_lead_match_brute_force(pair):
+    pred, truth = pair
+    w = latitude_weights(LAT)
+    sse, sae, wsum = weighted_errors(torch.tensor(pred), torch.tensor(truth), torch.tensor(w))
+    for lead in range(pred.shape[1]):
+        p, t = pred[:, lead], truth[:, lead]
+        ww = np.broadcast_to(w[:, None], t.shape) * np.isfinite(t)
+        err = np.nan_to_num(p - t)
+        np.testing.assert_allclose(sse[lead].item(), np.sum(ww * err**2), rtol=1e-6)
+        np.testing.assert_allclose(sae[lead].item(), np.sum(ww * np.abs(err)), rtol=1e-6)
+        np.testing.assert_allclose(wsum[lead].item(), ww.sum(), rtol=1e-6)
+
+
+def test_rmse_and_mae_are_weighted_means(pair):
+    pred, truth = pair
+    w = latitude_weights(LAT)
+    sse, sae, wsum = weighted_errors(torch.tensor(pred), torch.tensor(truth), torch.tensor(w))
+    ww = np.broadcast_to(w[:, None], truth.shape) * np.isfinite(truth)
+    err = np.nan_to_num(pred - truth)
+    np.testing.assert_allclose(rmse(sse.sum(), wsum.sum()).item(), np.sqrt(np.sum(ww * err**2) / ww.sum()), rtol=1e-6)
+    np.testing.assert_allclose(mae(sae.sum(), wsum.sum()).item(), np.sum(ww * np.abs(err)) / ww.sum(), rtol=1e-6)
+
+
+def test_rmse_of_nothing_is_zero_not_nan():
+    assert rmse(torch.tensor(0.0), torch.tensor(0.0)).item() == 0.0
+
+
+def test_torch_denormalize_matches_the_numpy_one():
+    stats = NormStats(["precipitation", "GPH@500"], np.array([0.5, 5700.0]), np.array([0.8, 60.0]),
+                      np.array([True, False]))
+    z = np.random.default_rng(0).standard_normal((2, 1, 2, 3, 4))
+    tensors = [torch.tensor(stats.mean), torch.tensor(stats.std), torch.tensor(stats.log)]
+    got = denormalize(torch.tensor(z), *tensors).numpy()
+    np.testing.assert_allclose(got, denormalize_np(z, stats), rtol=1e-5)
+    np.testing.assert_allclose(got[:, :, 0], np.expm1(z[:, :, 0] * 0.8 + 0.5), rtol=1e-5)
