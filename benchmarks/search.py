@@ -26,25 +26,50 @@ from tune._table import load_trials
 
 
 class TrialStarts(Callback):
-    """Wall-clock time at which Ray started each trial."""
+    """Wall-clock time at which Ray started each trial, and when the last one ended."""
 
     def __init__(self) -> None:
         self.started: dict[str, float] = {}
+        self.last_end = 0.0
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.started.setdefault(trial.trial_id, time.time())
 
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.last_end = time.time()
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self.last_end = time.time()
+
 
 class MemorySampler:
-    def __init__(self, period: float = 0.2) -> None:
+    """Peak machine memory in use, and peak summed unique memory (USS) of the trial processes.
+
+    USS leaves out pages shared with other processes (the object store's shared memory), so it shows
+    whether each trial holds its own copy of the dataset.
+    """
+
+    def __init__(self) -> None:
         self.base = psutil.virtual_memory().used
         self.peak = self.base
+        self.trials_uss_peak = 0
+        self.trials_peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.2):
+        while not self._stop.wait(0.5):
             self.peak = max(self.peak, psutil.virtual_memory().used)
+            uss, n = 0, 0
+            for proc in psutil.process_iter(["name", "cmdline"]):
+                try:
+                    if "train_trial" in " ".join(proc.info["cmdline"] or []) or "ImplicitFunc" in (proc.info["name"] or ""):
+                        uss += proc.memory_full_info().uss
+                        n += 1
+                except (psutil.Error, OSError):
+                    continue
+            if uss > self.trials_uss_peak:
+                self.trials_uss_peak, self.trials_peak = uss, n
 
     def __enter__(self) -> MemorySampler:
         self._thread.start()
@@ -60,20 +85,25 @@ def run_one(argv: list[str], storage: Path, name: str) -> dict:
     t0 = time.time()
     with MemorySampler() as mem:
         search_cli.run(argv + ["--storage-path", str(storage), "--name", name], callbacks=[starts])
-    wall = time.time() - t0
+    total = time.time() - t0
+    # Trials per hour over the trials' own span: Ray start-up and data loading happen once per search.
+    wall = starts.last_end - min(starts.started.values())
     table = load_trials(storage / name)
-    overheads = []
+    overheads, to_entry = [], []
     for d in table["trial_dir"]:
         first = _first_result(Path(d))
         tid = first.get("trial_id")
         if first.get("first_step_at") and tid in starts.started:
             overheads.append(first["first_step_at"] - starts.started[tid])
+            to_entry.append(first["trial_started_at"] - starts.started[tid])
     done = int(table["status"].isin(["ok", "stopped early", "oom", "diverged"]).sum())
     return {
-        "name": name, "argv": argv, "wall_s": wall, "trials_done": done, "trials_per_hour": done / wall * 3600,
+        "name": name, "argv": argv, "wall_s": wall, "command_s": total, "trials_done": done, "trials_per_hour": done / wall * 3600,
         "overhead_s_median": statistics.median(overheads) if overheads else None,
         "overhead_s_max": max(overheads) if overheads else None, "overhead_s": overheads,
+        "to_trainable_entry_s": to_entry,
         "host_memory_peak_mb": (mem.peak - mem.base) / 2**20,
+        "trial_processes_uss_peak_mb": mem.trials_uss_peak / 2**20, "trial_processes_at_peak": mem.trials_peak,
         "table": table.drop(columns=["trial_dir", "history"]).to_dict(orient="records"),
     }
 
@@ -93,23 +123,26 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("which", choices=["packing", "oom", "cpu"])
     p.add_argument("--samples", type=int, default=12)
     p.add_argument("--days", type=int, default=200)
+    p.add_argument("--epochs", type=int, default=12, help="epochs per trial in the packing runs (no early stopping)")
     p.add_argument("--storage", default="/tmp/bench_runs")
+    p.add_argument("--noreuse", action="store_true", help="packing: also run 4 per GPU without actor reuse")
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
     storage = Path(args.storage)
     stamp = time.strftime("%H%M%S")
     runs = []
     if args.which == "packing":
-        data = reference_file("/tmp/convlstm_reference_small.nc", args.days)
+        data = reference_file("/tmp/convlstm_reference_small.nc", 400)
         space = storage / "small_space.yaml"
         storage.mkdir(parents=True, exist_ok=True)
-        space.write_text("hidden_channels: {layers: [1, 1], widths: [8, 16]}\nbatch_size: [8, 16]\n"
+        space.write_text("hidden_channels: {layers: [1, 1], widths: [8, 16]}\nbatch_size: [4, 8]\n"
                          "gradient_accumulation_steps: [1]\n")
-        common = ["--data", str(data), "--num-samples", str(args.samples), "--max-epochs", "2", "--grace-epochs", "2",
+        common = ["--data", str(data), "--num-samples", str(args.samples), "--max-epochs", str(args.epochs), "--grace-epochs", str(args.epochs),
                   "--space", str(space), "--cpus-per-trial", "2", "--num-workers", "0", "--seed", "1"]
         runs.append(run_one(common + ["--gpus-per-trial", "1"], storage, f"pack1-{stamp}"))
         runs.append(run_one(common + ["--gpus-per-trial", "0.25"], storage, f"pack4-{stamp}"))
-        runs.append(run_one(common + ["--gpus-per-trial", "0.25", "--no-reuse-actors"], storage, f"pack4-noreuse-{stamp}"))
+        if args.noreuse:
+            runs.append(run_one(common + ["--gpus-per-trial", "0.25", "--no-reuse-actors"], storage, f"pack4-noreuse-{stamp}"))
         speedup = runs[1]["trials_per_hour"] / runs[0]["trials_per_hour"]
         print(f"packing: {runs[0]['trials_per_hour']:.0f} trials/h at 1 per GPU, {runs[1]['trials_per_hour']:.0f} at 4 per GPU "
               f"({speedup:.2f}x)")
@@ -117,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         data = reference_file("/tmp/convlstm_reference_up.nc", args.days, upstream=True)
         space = storage / "oom_space.yaml"
         storage.mkdir(parents=True, exist_ok=True)
-        space.write_text("hidden_channels: {layers: [1, 3], widths: [16, 64, 128]}\nbatch_size: [4, 16, 32]\n"
+        space.write_text("hidden_channels: {layers: [1, 3], widths: [32, 256]}\nbatch_size: [8, 64]\n"
                          "gradient_accumulation_steps: [1, 2]\n")
         argv_ = ["--data", str(data), "--include-upstream", "--num-samples", str(args.samples), "--max-epochs", "2",
                  "--grace-epochs", "1", "--space", str(space), "--gpus-per-trial", "0.25", "--cpus-per-trial", "2",
@@ -128,7 +161,10 @@ def main(argv: list[str] | None = None) -> None:
     for r in runs:
         print(f"{r['name']}: {r['trials_done']} trials in {r['wall_s']:.0f} s ({r['trials_per_hour']:.0f}/h), "
               f"overhead median {r['overhead_s_median']} s max {r['overhead_s_max']} s, "
-              f"host memory +{r['host_memory_peak_mb']:.0f} MB")
+              f"host memory +{r['host_memory_peak_mb']:.0f} MB, trial processes USS {r['trial_processes_uss_peak_mb']:.0f} MB "
+              f"({r['trial_processes_at_peak']} processes)")
+        print("  overhead per trial:", [round(x, 2) for x in r["overhead_s"]], "of which to trainable entry:",
+              [round(x, 2) for x in r["to_trainable_entry_s"]])
         print(pd.DataFrame(r["table"]).to_string(index=False))
     write_json(args.output or f"benchmarks/results/search_{args.which}.json",
                {"command": "python -m benchmarks.search " + " ".join(argv or []), "runs": runs})

@@ -29,6 +29,8 @@ VARIANTS = {
     "+ cuDNN autotune": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True),
     "+ channels-last": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True),
     "+ torch.compile": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True, compile=True),
+    "+ CUDA graphs (compile reduce-overhead)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True,
+                                                    compile=True, compile_mode="reduce-overhead"),
     "defaults + torch.compile (no channels-last)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, compile=True),
 }
 
