@@ -5,17 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
+import signal
+import threading
 from pathlib import Path
 
 import optuna
 import ray
 import yaml
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from data_io import ConfigError, PreparedData
 from model.config import TrainConfig
-from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
+from tune._searcher import INFEASIBLE, OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
 from tune.config import SearchConfig
 from tune.space import define_by_run
@@ -32,7 +35,8 @@ def run_search(
     _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
     resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
-    log.info("Each trial asks Ray for %s CPU and %s GPU", search.cpus_per_trial, gpus)
+    concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, gpus)
+    log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus, concurrent)
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, base=base, resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
         resources,
@@ -43,19 +47,44 @@ def run_search(
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks)
-    interrupted = False
-    try:
-        tuner.fit()
-    except KeyboardInterrupt:
-        interrupted = True
+        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent)
+    interrupted = _fit(tuner)
     closed = 0 if interrupted else close_running_trials(storage, study_name)
     if closed:
         log.info("Marked %d Optuna trials that never ran to completion as FAIL", closed)
     return _write_results(experiment, base, interrupted)
 
 
-def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks) -> tune.Tuner:
+def _fit(tuner: tune.Tuner) -> bool:
+    """Run the search; True when SIGINT interrupted it (its unfinished trials are saved for --resume).
+
+    Tune catches the first SIGINT itself: it saves the unfinished trials, marks them TERMINATED in memory and
+    returns normally, so neither the ResultGrid nor an exception tells. What it does leave: it puts back the
+    SIGINT handler it found (ours), where a run that was not interrupted keeps Tune's handler installed.
+    """
+    tune_catches = threading.current_thread() is threading.main_thread() and not int(
+        os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    if not tune_catches:
+        try:
+            tuner.fit()
+            return False
+        except KeyboardInterrupt:
+            return True
+
+    def on_sigint(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        tuner.fit()
+        return signal.getsignal(signal.SIGINT) is on_sigint
+    except KeyboardInterrupt:  # a second SIGINT
+        return True
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent) -> tune.Tuner:
     searcher = OutcomeAwareOptunaSearch(
         space=functools.partial(define_by_run, spec=space),
         metric=METRIC,
@@ -64,7 +93,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         storage=storage,
         study_name=study_name,
     )
-    scheduler = ASHAScheduler(
+    scheduler = _FeasibleASHA(
         time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=search.max_epochs,
         grace_period=search.grace_epochs, reduction_factor=2,
     )
@@ -72,7 +101,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples,
-            max_concurrent_trials=search.max_concurrent_trials, time_budget_s=search.time_budget_s,
+            max_concurrent_trials=concurrent, time_budget_s=search.time_budget_s,
             reuse_actors=search.reuse_actors,
         ),
         run_config=tune.RunConfig(
@@ -84,6 +113,32 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
             callbacks=callbacks,
         ),
     )
+
+
+class _FeasibleASHA(ASHAScheduler):
+    """ASHA that leaves a trial's OOM / diverged report (val_loss inf) out of its rungs: an inf there makes the
+    rung's cutoff NaN or -inf (np.nanpercentile), after which that rung stops no trial at all."""
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get("status") in INFEASIBLE:
+            return TrialScheduler.CONTINUE  # its last report: the trial ends by itself
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        if result.get("status") in INFEASIBLE:
+            self._trial_info.pop(trial.trial_id, None)
+            return
+        super().on_trial_complete(tune_controller, trial, result)
+
+
+def _trials_that_fit(cpus: float, gpus: float) -> int:
+    """How many trials the cluster can run at once. Passed as max_concurrent_trials because with a searcher
+    Tune otherwise keeps only one trial pending, so a packed GPU fills one trial start-up at a time."""
+    total = ray.cluster_resources()
+    fit = int(total.get("CPU", 1) // cpus) if cpus else 1
+    if gpus:
+        fit = min(fit, int(total.get("GPU", 0) // gpus + 1e-9))
+    return max(1, fit)
 
 
 def _study_suffix(experiment: Path) -> str:

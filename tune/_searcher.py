@@ -28,7 +28,10 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and trial_id in self._ot_trials:
-            super().on_trial_result(trial_id, result)
+            try:
+                super().on_trial_result(trial_id, result)
+            except optuna.exceptions.UpdateFinishedTrialError as exc:  # e.g. closed by a search that crashed
+                log.warning("could not report trial %s's result to Optuna: %s", trial_id, exc)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:

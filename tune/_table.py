@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -75,12 +76,10 @@ def trial_row(trial_dir: Path) -> dict:
 
 
 def _id_from_dirname(name: str) -> str:
-    """Ray names trial folders <trainable>_<trial id>_<index>_<params>...; the id is the part before the index."""
-    parts = name.split("_")
-    for i in range(1, len(parts) - 1):
-        if parts[i + 1].isdigit() and len(parts[i + 1]) == 5:
-            return parts[i]
-    return name
+    """Ray names trial folders <trainable>_<trial id>_<index>_<params>_<date>; the id is 8 hex digits (5 + _00000
+    for trials Ray generates itself)."""
+    match = re.search(r"_([0-9a-f]{8}|[0-9a-f]{5}_\d{5})_\d+(?:_|$)", name)
+    return match.group(1) if match else name
 
 
 def _mean(values: list) -> float | None:

@@ -69,6 +69,7 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -
         "effective_batch_size": config.train.batch_size * config.train.gradient_accumulation_steps,
         "learning_rate": config.train.learning_rate,
         "trial_started_at": started,
+        "node_id": ray.get_runtime_context().get_node_id(),  # which node ran it (nodes may share an IP)
     }
     last = {"epoch": 0}
 
