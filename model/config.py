@@ -46,8 +46,11 @@ class TrainConfig:
         metadata={"help": "keep the dataset on the GPU and gather batches there (auto: on CUDA when it fits)"},
     )
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune-no-cudagraphs"] = field(
+        default="reduce-overhead", metadata={"help": "torch.compile mode; reduce-overhead adds CUDA graphs"}
+    )
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format on CUDA"})
-    cudnn_benchmark: bool = field(default=True, metadata={"help": "cuDNN autotuning on CUDA"})
+    cudnn_benchmark: bool = field(default=False, metadata={"help": "cuDNN autotuning on CUDA"})
 
 
 @dataclass

@@ -97,7 +97,9 @@ class Trainer:
         self.model = build_model(config, data).to(device)
         self.memory_format = torch.channels_last if (t.channels_last and device.type == "cuda") else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if t.compile else self.model
+        if t.compile:
+            torch._dynamo.reset()  # a reused process (search trial, benchmark) would otherwise hit the recompile limit
+        self.forward = torch.compile(self.model, mode=t.compile_mode, dynamic=False) if t.compile else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
