@@ -42,3 +42,16 @@ class DataConfig:
     window_size: int = field(default=6, metadata={"help": "past time steps the model sees"})
     target_offset: int = field(default=1, metadata={"help": "steps from the last input to the first forecast"})
     forecast_steps: int = field(default=1, metadata={"help": "future steps forecast per sample"})
+    # Large files: see data_io/cache.py. From 64 MB of cropped arrays the cache's build peaks lower than loading
+    # into memory and takes about as long; every later run maps it in ~1 ms (python -m benchmarks.cache,
+    # benchmarks/results/cache_cpu_run1.json).
+    cache_threshold_mb: float = field(
+        default=64.0,
+        metadata={"help": "cropped arrays larger than this are streamed into a memory-mapped on-disk cache "
+                          "instead of memory (0 = always)"},
+    )
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "folder of that cache (default: $CONVLSTM_TUNE_CACHE, else .convlstm-cache next to the "
+                          "data file, else ~/.cache/convlstm-tune)"},
+    )

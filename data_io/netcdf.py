@@ -9,6 +9,7 @@ from dataclasses import fields
 import numpy as np
 import xarray as xr
 
+from data_io import cache
 from data_io._coords import box_indices, standardize, to_file_convention, west_to_east
 from data_io._errors import ConfigError, DataError
 from data_io.config import DataConfig
@@ -58,7 +59,10 @@ def prepare(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None = None) -
     if cfg.data is None:
         raise ConfigError("--data is missing; pass a netCDF file (python -m data_io.demo writes one)")
     path = str(cfg.data)
-    with open_dataset(path) as ds:
+    cached = cache.open_cached(cfg, stats)  # a file cached before is not opened again
+    if cached is not None:
+        return cached
+    with cache.small_chunk_cache(), open_dataset(path) as ds:
         return _prepare_open(ds, cfg, path, stats)
 
 
@@ -79,6 +83,9 @@ def _prepare_open(
 
     lat_idx, lon_idx = _downstream_box(ds, cfg, path)
     up_idx = _upstream_box(ds, cfg, path) if cfg.include_upstream else None
+    selection = cache.Selection(times, order, inputs, targets, lat_idx, lon_idx, up_idx)
+    if cache.use_cache(ds, cfg, selection):  # too big for memory: streamed to memory-mapped files on disk
+        return cache.build(ds, cfg, path, stats, selection)
 
     in_arr, channels, levels = _read(ds, inputs, lat_idx, lon_idx, order, path)
     tgt_arr, tgt_channels, _ = _read(ds, targets, lat_idx, lon_idx, order, path)
@@ -252,10 +259,15 @@ def _given(stats: NormStats, channels: list[str], path: str) -> NormStats:
 
 
 def _fit(train: np.ndarray, channels: list[str], logged: set[str], path: str) -> NormStats:
+    fitted = [fit_channel(train[:, c], name.split("@")[0] in logged) for c, name in enumerate(channels)]
+    return _checked_stats(channels, logged, fitted, path)
+
+
+def _checked_stats(channels: list[str], logged: set[str], fitted: list[tuple[float, float]], path: str) -> NormStats:
+    """NormStats from each channel's (mean, std), refusing channels that cannot be z-scored."""
     mean, std, log_flags = [], [], []
-    for c, name in enumerate(channels):
+    for name, (m, s) in zip(channels, fitted):
         is_log = name.split("@")[0] in logged
-        m, s = fit_channel(train[:, c], is_log)
         if not np.isfinite(m):
             raise DataError(
                 f"{path}: channel {name} is NaN everywhere in the training split; drop it with --variables"

@@ -10,6 +10,8 @@ from data_io.config import DataConfig
 from data_io.normalize import NormStats
 from data_io.windows import window_starts
 
+ARRAY_FIELDS = ("inputs", "targets", "upstream")
+
 
 @dataclass
 class PreparedData:
@@ -17,6 +19,8 @@ class PreparedData:
 
     ``inputs`` has NaNs filled with 0 (the mean); ``targets`` keeps NaNs so losses and metrics can mask them.
     The whole object pickles with numpy buffers out of band, so Ray shares it zero-copy between trials.
+    Arrays memory-mapped from the on-disk cache (``cache_dir``, see data_io.cache) pickle as that folder's path
+    instead and are mapped again where they are unpickled: trials on a node share them through the page cache.
     """
 
     config: DataConfig
@@ -36,6 +40,20 @@ class PreparedData:
     target_attrs: dict[str, dict] = field(default_factory=dict)
     levels: dict[str, list] = field(default_factory=dict)
     lon_signed: bool = False
+    cache_dir: str | None = None  # the cache entry the arrays are memory-mapped from; None: they are in memory
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.cache_dir is not None:
+            state.update(dict.fromkeys(ARRAY_FIELDS))
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.cache_dir is not None:
+            from data_io.cache import reopen  # the cache module imports this one
+
+            reopen(self)
 
     def starts(self, split: str) -> np.ndarray:
         return window_starts(self.splits[split], self.config)

@@ -39,16 +39,19 @@ def gather(arrays: dict, starts, window: int, offset: int, steps: int) -> dict:
 
 
 class _BatchDataset(torch.utils.data.Dataset):
+    """Holds the PreparedData itself: worker processes get it by fork or, when spawned, as a pickle that maps the
+    on-disk cache again (memory-mapped arrays are never copied into each worker)."""
+
     def __init__(self, data: PreparedData, batches: list[np.ndarray]) -> None:
-        self.arrays = {"inputs": data.inputs, "targets": data.targets, "upstream": data.upstream}
-        self.batches, self.cfg = batches, data.config
+        self.data, self.batches = data, batches
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> dict:
-        c = self.cfg
-        out = gather(self.arrays, self.batches[i], c.window_size, c.target_offset, c.forecast_steps)
+        d, c = self.data, self.data.config
+        arrays = {"inputs": d.inputs, "targets": d.targets, "upstream": d.upstream}
+        out = gather(arrays, self.batches[i], c.window_size, c.target_offset, c.forecast_steps)
         return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
@@ -65,7 +68,16 @@ class DeviceBatches:
 
     def __init__(self, data: PreparedData, device: torch.device) -> None:
         def put(a):
-            return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            if a is None:
+                return None
+            if not isinstance(a, np.memmap):
+                return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+            # Memory-mapped from the on-disk cache: copied up in slices of ~256 MB so host memory stays small.
+            out = torch.empty(a.shape, dtype=torch.float32, device=device)
+            step = max(1, (256 * 2**20) // max(1, a[0].nbytes))
+            for i in range(0, len(a), step):
+                out[i : i + step].copy_(torch.from_numpy(np.array(a[i : i + step])))
+            return out
 
         self.arrays = {"inputs": put(data.inputs), "targets": put(data.targets), "upstream": put(data.upstream)}
         self.cfg, self.device = data.config, device

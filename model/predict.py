@@ -84,8 +84,8 @@ def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = No
     dev = select_device(device)
     model = ckpt_io.model_from_checkpoint(ckpt).to(dev).eval()
     window = slice(end - c.window_size + 1, end + 1)
-    x = torch.from_numpy(prepared.inputs[window][None]).to(dev)
-    up = torch.from_numpy(prepared.upstream[window][None]).to(dev) if prepared.upstream is not None else None
+    x = torch.from_numpy(np.array(prepared.inputs[window][None])).to(dev)  # a copy: the cache's memmaps are read-only
+    up = torch.from_numpy(np.array(prepared.upstream[window][None])).to(dev) if prepared.upstream is not None else None
     with torch.no_grad():
         z = model(x, up)[0].float().cpu().numpy()  # (forecast_steps, target channels, lat, lon)
     log.info("Forecast on %s from %s, %d step(s) ahead", describe(dev), _iso(times[end]), c.forecast_steps)
