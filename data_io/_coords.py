@@ -32,16 +32,46 @@ def standardize(ds: xr.Dataset, path: str) -> xr.Dataset:
                     f"{path}: '{dim}' is a {ds[dim].ndim}-D (curvilinear) coordinate; "
                     "regrid the file to a regular lat/lon grid first"
                 )
+            if not ds.dims and not ds.variables:
+                raise DataError(
+                    f"{path}: no variables at the file's root (data inside netCDF4 groups is not read); "
+                    "write the variables at the root of the file"
+                )
+            if any(str(d).startswith("phony_dim_") for d in ds.dims):
+                raise DataError(
+                    f"{path}: a plain HDF5 file, not netCDF (its dimensions have no names: "
+                    f"{sorted(map(str, ds.dims))}); write it as netCDF with named time/lat/lon dimensions"
+                )
             raise DataError(
                 f"{path}: no '{dim}' dimension (dims are {sorted(map(str, ds.dims))}); "
                 f"name it one of {list(_ALIASES[dim])}"
             )
         if dim not in ds.coords:
             raise DataError(f"{path}: dimension '{dim}' has no coordinate values; add them to the file")
+    original = {new: old for old, new in rename.items()}
+    for dim in ("lat", "lon"):
+        values = ds[dim].values
+        if values.dtype.kind not in "iuf" or not np.isfinite(values).all() or len(np.unique(values)) < len(values):
+            raise DataError(
+                f"{path}: coordinate '{original.get(dim, dim)}' must hold distinct finite numbers, but has "
+                f"{_summary(values)}; fix the grid's coordinate values"
+            )
     lon = ds["lon"].values.astype("float64")
+    _, first = np.unique(np.mod(lon, 360.0), return_index=True)
+    if len(first) < len(lon):  # a global grid that stores both -180 and 180 (or 0 and 360): one column twice
+        ds, lon = ds.isel(lon=np.sort(first)), lon[np.sort(first)]
     ds = ds.assign_coords(lon=np.mod(lon, 360.0)).sortby("lon").sortby("lat")
     ds.attrs["_lon_was_signed"] = int(bool((lon < 0).any()))
     return ds
+
+
+def _summary(values: np.ndarray) -> str:
+    if values.dtype.kind not in "iuf":
+        return f"values of type {values.dtype}"
+    if not np.isfinite(values).all():
+        return f"{int((~np.isfinite(values)).sum())} NaN/inf value(s)"
+    uniq, counts = np.unique(values, return_counts=True)
+    return f"repeated values {uniq[counts > 1][:5].tolist()}"
 
 
 def box_indices(

@@ -12,6 +12,7 @@ import xarray as xr
 from data_io import cache
 from data_io._coords import box_indices, standardize, to_file_convention, west_to_east
 from data_io._errors import ConfigError, DataError
+from data_io._netcdf3 import expected_size
 from data_io.config import DataConfig
 from data_io.normalize import NormStats, fit_channel, normalize_inplace
 from data_io.prepared import PreparedData
@@ -28,12 +29,19 @@ def open_dataset(path: str | os.PathLike) -> xr.Dataset:
     if os.path.getsize(path) == 0:
         raise DataError(f"--data {path}: the file is empty; pass a netCDF file")
     try:
+        need = expected_size(path) if os.path.isfile(path) else None
         ds = xr.open_dataset(path, decode_times=xr.coders.CFDatetimeCoder(use_cftime=None))
     except Exception as exc:  # netCDF4/h5netcdf/scipy each raise their own types for unreadable files
         raise DataError(
             f"--data {path}: not a readable netCDF file ({type(exc).__name__}: {str(exc)[:120]}); "
             "pass a netCDF3/netCDF4 file"
         ) from None
+    if need is not None and os.path.getsize(path) < need:  # netCDF-C would read the missing bytes as zeros
+        ds.close()
+        raise DataError(
+            f"--data {path}: the file is truncated ({os.path.getsize(path)} of {need} bytes); "
+            "copy or download it again"
+        )
     return standardize(ds, path)
 
 
@@ -77,6 +85,7 @@ def _prepare_open(
     gridded = _gridded_variables(ds)
     if not gridded:
         raise DataError(f"{path}: no (time, [level,] lat, lon) variables found; nothing to train on")
+    _refuse_other_grids(ds, gridded, (cfg.variables or list(ds.data_vars)) + (cfg.target or []), path)
     inputs = _pick(cfg.variables, gridded, "--variables", path)
     default_target = ["precipitation"] if "precipitation" in gridded else inputs
     targets = _pick(cfg.target or default_target, gridded, "--target", path)
@@ -158,6 +167,19 @@ def _gridded_variables(ds: xr.Dataset) -> list[str]:
     return out
 
 
+def _refuse_other_grids(ds: xr.Dataset, gridded: list[str], wanted: list[str], path: str) -> None:
+    """Variables with a time axis on other dims than lat/lon (e.g. another resolution) are not dropped silently."""
+    other = [
+        f"{name} {tuple(map(str, ds[name].dims))}" for name in dict.fromkeys(wanted)
+        if name in ds.data_vars and name not in gridded and "time" in ds[name].dims and ds[name].ndim in (3, 4)
+    ]
+    if other:
+        raise DataError(
+            f"{path}: {', '.join(other)} not on the (time, [level,] lat, lon) grid of {', '.join(gridded)}; "
+            "regrid the variables onto one grid, or leave these out with --variables"
+        )
+
+
 def _pick(requested: list[str] | None, available: list[str], flag: str, path: str) -> list[str]:
     if not requested:
         return list(available)
@@ -233,7 +255,12 @@ def _read(ds, names, lat_idx, lon_idx, order, path):
             raise DataError(f"{path}: variable {name} has inf values; replace them with NaN or valid numbers")
         out[:, c : c + n] = values.reshape(shape[0], n, *shape[2:])
         if dim:
-            lv = ds[name][dim].values.tolist() if dim in ds[name].coords else list(range(n))
+            if dim not in ds[name].coords:
+                raise DataError(
+                    f"{path}: variable {name} has a '{dim}' dimension without coordinate values; "
+                    "add the level values (e.g. pressure in hPa) to the file"
+                )
+            lv = ds[name][dim].values.tolist()
             levels[name] = lv
             channels += [f"{name}@{_fmt(level)}" for level in lv]
         else:

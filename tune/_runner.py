@@ -8,6 +8,7 @@ import math
 import os
 import signal
 import threading
+from dataclasses import asdict
 from pathlib import Path
 
 import optuna
@@ -34,6 +35,8 @@ def run_search(
 ) -> int:
     _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
+    if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
+        (experiment / "search.yaml").write_text(yaml.safe_dump({"config": base, "space": space, "search": asdict(search)}))
     resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
     concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, gpus)
     log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus, concurrent)

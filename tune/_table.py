@@ -6,6 +6,7 @@ while a search is still running, and works on a folder copied from another machi
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import re
@@ -43,7 +44,7 @@ def trial_row(trial_dir: Path) -> dict:
     results = read_results(trial_dir)
     last = results[-1] if results else {}
     over = params_to_overrides(params)
-    errored = (trial_dir / "error.txt").is_file() or (trial_dir / "error.pkl").is_file()
+    errored = _failed_after(trial_dir, last.get("timestamp", 0))
     status = last.get("status")
     if errored and status not in ("oom", "diverged"):
         status = "error"
@@ -73,6 +74,21 @@ def trial_row(trial_dir: Path) -> dict:
         "trial_dir": str(trial_dir),
         "history": [r.get("val_loss") for r in ok_epochs],
     }
+
+
+def _failed_after(trial_dir: Path, last_report: float) -> bool:
+    """Whether the trial's last failure came after its last report.
+
+    A worker that died and was retried from its checkpoint (FailureConfig) leaves error.txt behind, which Ray
+    rewrites later on; "Failure # N (occurred at <local time>)" lines date each failure.
+    """
+    text_file, pickle_file = trial_dir / "error.txt", trial_dir / "error.pkl"
+    if not text_file.is_file():
+        return pickle_file.is_file()
+    stamps = re.findall(r"occurred at (\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)", text_file.read_text(errors="replace"))
+    if not stamps:
+        return True
+    return dt.datetime.strptime(stamps[-1], "%Y-%m-%d_%H-%M-%S").timestamp() >= last_report
 
 
 def _id_from_dirname(name: str) -> str:

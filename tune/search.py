@@ -13,7 +13,6 @@ import functools
 import logging
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -81,8 +80,6 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search", call
         config.train.num_epochs = search.max_epochs
         base = config.to_dict()
         space_spec = load_space(search.space).without(fixed).spec
-        experiment.mkdir(parents=True, exist_ok=True)
-        (experiment / "search.yaml").write_text(yaml.safe_dump({"config": base, "space": space_spec, "search": asdict(search)}))
 
     setup_logging(experiment / "search.log")
     from tune._runner import run_search  # imports Ray: after the cheap argument checks
