@@ -70,7 +70,8 @@ def _curvilinear(ds):
     y, x = np.arange(9.0), np.arange(18.0)
     return xr.Dataset(
         {"t2m": (("time", "y", "x"), ds["t2m"].values)},
-        coords={"time": ds["time"], "lat": (("y", "x"), 20 + y[:, None] + 0.1 * x), "lon": (("y", "x"), x + 0.1 * y[:, None])},
+        coords={"time": ds["time"], "lat": (("y", "x"), 20 + y[:, None] + 0.1 * x),
+                "lon": (("y", "x"), x + 0.1 * y[:, None])},
     )
 
 
@@ -89,7 +90,8 @@ CASES = {
     # name: (build(tmp_path) -> path, extra flags, phrases the line must hold besides the file name)
     "empty-file": (_empty, [], ["--data", "the file is empty"]),
     "truncated-netcdf4": (_truncated_netcdf("NETCDF4"), [], ["--data", "not a readable netCDF file"]),
-    "truncated-netcdf3": (_truncated_netcdf("NETCDF3_64BIT"), [], ["--data", "the file is truncated", "download it again"]),
+    "truncated-netcdf3": (_truncated_netcdf("NETCDF3_64BIT"), [],
+                          ["--data", "the file is truncated", "download it again"]),
     "plain-hdf5": (_plain_hdf5, [], ["a plain HDF5 file, not netCDF", "write it as netCDF with named"]),
     "netcdf4-groups-only": (_groups_only, [], ["no variables at the file's root", "netCDF4 groups"]),
     "duplicate-time-stamps": (_edited(lambda ds: ds.isel(time=[0, 1, 1, *range(2, 48)])), [],
@@ -98,7 +100,8 @@ CASES = {
                                    ["without CF units", "add a units attribute"]),
     "constant-variable": (_edited(_set("t2m", slice(None), 280.0)), [],
                           ["channel t2m is constant", "(std 0)", "drop it with --variables"]),
-    "inf-values": (_edited(_set("t2m", (5, 2, 3), np.inf)), [], ["variable t2m has inf values", "replace them with NaN"]),
+    "inf-values": (_edited(_set("t2m", (5, 2, 3), np.inf)), [],
+                   ["variable t2m has inf values", "replace them with NaN"]),
     "minus-inf-target": (_edited(_set("z", (5, 0, 2, 3), -np.inf)), ["--target", "z"], ["variable z has inf values"]),
     "all-nan-input": (_edited(_set("t2m", slice(None), np.nan)), ["--target", "z"],
                       ["channel t2m is NaN everywhere", "drop it with --variables"]),
@@ -108,10 +111,12 @@ CASES = {
     "variable-on-another-grid": (_edited(_other_grid), [],
                                  ["q ('time', 'lat2', 'lon2') not on the (time, [level,] lat, lon) grid of t2m, z",
                                   "regrid", "--variables"]),
-    "asked-variable-on-another-grid": (_edited(_other_grid), ["--variables", "q"], ["q ('time', 'lat2', 'lon2') not on"]),
+    "asked-variable-on-another-grid": (_edited(_other_grid), ["--variables", "q"],
+                                       ["q ('time', 'lat2', 'lon2') not on"]),
     "nan-latitude": (_edited(lambda ds: ds.assign_coords(lat=[np.nan, *ds.lat.values[1:]])), [],
                      ["coordinate 'lat' must hold distinct finite numbers", "1 NaN/inf"]),
-    "repeated-longitude": (_edited(lambda ds: ds.rename(lon="longitude").assign_coords(longitude=[0.0, *range(0, 340, 20)])), [],
+    "repeated-longitude": (_edited(lambda ds: ds.rename(lon="longitude").assign_coords(
+                               longitude=[0.0, *range(0, 340, 20)])), [],
                            ["coordinate 'longitude' must hold distinct finite numbers", "repeated values [0.0]"]),
 }
 
@@ -134,7 +139,8 @@ def test_bad_data_file_is_one_line_naming_the_file_and_exit_2(run_main, tmp_path
     [
         (["--window-size", "40"], ["the train split has 34 time steps but one window needs 41", "--window-size"]),
         (["--forecast-steps", "0"], ["--forecast-steps must be at least 1, but got 0"]),
-        (["--train-ratio", "0.9", "--val-ratio", "0.2"], ["--train-ratio 0.9 and --val-ratio 0.2", "sum to less than 1"]),
+        (["--train-ratio", "0.9", "--val-ratio", "0.2"],
+         ["--train-ratio 0.9 and --val-ratio 0.2", "sum to less than 1"]),
         (["--test-start-date", "March"], ["--test-start-date 'March': not a date", "YYYY-MM-DD"]),
         (["--test-start-date", "1990-01-01"], ["--test-start-date 1990-01-01: outside the file's time range"]),
     ],

@@ -40,7 +40,8 @@ def datasets(draw) -> tuple[xr.Dataset, dict]:
              "lon": draw(st.sampled_from(["lon", "longitude"])), "level": draw(st.sampled_from(["level", "plev"]))}
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     variables = {}
-    for name, levels in (("t2m", 0), ("z", draw(st.integers(0, 3))), ("precipitation", draw(st.sampled_from([0, 0, 1])))):
+    level_counts = {"t2m": 0, "z": draw(st.integers(0, 3)), "precipitation": draw(st.sampled_from([0, 0, 1]))}
+    for name, levels in level_counts.items():
         dims = ["time", "lat", "lon"] + (["level"] if levels else [])
         order = draw(st.permutations(dims))
         shape = [{"time": n_time, "lat": n_lat, "lon": n_lon, "level": levels}[d] for d in order]

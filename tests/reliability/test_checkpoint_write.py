@@ -77,7 +77,8 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_checkpoint_loadable(
 
 def test_resume_from_the_cut_off_temp_file_is_one_line_and_exit_2(run_script, killed_mid_write):
     (partial,) = killed_mid_write.glob(".last.pt.*.tmp")
-    proc = run_script("--data", killed_mid_write.parent / "demo.nc", "--output-dir", killed_mid_write, "--resume", partial, *ARGS)
+    proc = run_script("--data", killed_mid_write.parent / "demo.nc", "--output-dir", killed_mid_write,
+                      "--resume", partial, *ARGS)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert f"{partial}: not a readable checkpoint" in line
