@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(row)
             m, b, h = row["in_memory"], row["cache_build"], row["cache_hit"]
             print(f"{m['cropped_mb']:6.0f} MB cropped ({row['file_mb']:5.0f} MB file, {resolution:g} deg): prepare in "
-                  f"memory {m['prepare_s']:5.2f} s, peak {m['peak_rss_mb']:5.0f} MB | cache build {b['prepare_s']:5.2f} s, "
-                  f"peak {b['peak_rss_mb']:5.0f} MB | cache hit {h['prepare_s']:5.3f} s, peak {h['peak_rss_mb']:4.0f} MB "
+                  f"memory {m['prepare_s']:5.2f} s, peak {m['peak_rss_mb']:5.0f} MB | cache build "
+                  f"{b['prepare_s']:5.2f} s, peak {b['peak_rss_mb']:5.0f} MB | cache hit {h['prepare_s']:5.3f} s, "
+                  f"peak {h['peak_rss_mb']:4.0f} MB "
                   f"| gather {row['gather_in_memory']['gather_ms_per_batch']:.2f} (ndarray) vs "
                   f"{row['gather_memmap']['gather_ms_per_batch']:.2f} (memmap) ms/batch", flush=True)
             shutil.rmtree(cache, ignore_errors=True)

@@ -51,6 +51,16 @@ class TrainConfig:
     )
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format on CUDA"})
     cudnn_benchmark: bool = field(default=False, metadata={"help": "cuDNN autotuning on CUDA"})
+    # Data-parallel training (tune/distributed.py, Ray Train): one worker process per GPU, on one node or several.
+    num_gpus: int = field(
+        default=0,
+        metadata={"help": "train data-parallel on this many GPUs through Ray Train, one worker each (0 or 1: in this "
+                          "process); each worker takes batch/N of every micro-batch, so the effective batch is kept"},
+    )
+    ddp_cpu_workers: int = field(
+        default=0,
+        metadata={"help": "the same on this many CPU worker processes (gloo backend) instead of GPUs"},
+    )
 
 
 @dataclass
@@ -75,6 +85,23 @@ class Config:
             raise ConfigError(f"--hidden-channels needs positive widths, one per layer, but got {m.hidden_channels}")
         if m.kernel_size < 1 or m.kernel_size % 2 == 0:
             raise ConfigError(f"--kernel-size must be odd and positive, but got {m.kernel_size}")
+        if t.num_gpus < 0 or t.ddp_cpu_workers < 0:
+            raise ConfigError(f"--num-gpus and --ddp-cpu-workers must be 0 or more, but got {t.num_gpus} and "
+                              f"{t.ddp_cpu_workers}")
+        if t.num_gpus > 1 and t.ddp_cpu_workers > 1:
+            raise ConfigError(f"--num-gpus {t.num_gpus} and --ddp-cpu-workers {t.ddp_cpu_workers}: pick one")
+        workers = data_parallel_workers(t)
+        if workers > 1 and t.batch_size % workers:
+            raise ConfigError(
+                f"--batch-size {t.batch_size} does not split over {workers} data-parallel workers (each takes "
+                f"batch/N of every micro-batch); use a multiple of {workers}, with --gradient-accumulation-steps "
+                "for the rest of the effective batch"
+            )
+
+
+def data_parallel_workers(t: TrainConfig) -> int:
+    """Worker processes of a data-parallel run; 1 = train in this process."""
+    return max(1, t.num_gpus, t.ddp_cpu_workers)
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

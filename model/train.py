@@ -1,7 +1,9 @@
 """Train one ConvLSTM: python -m model.train --data FILE.nc --output-dir runs/x [flags]
 
 Every field of the config tree is a flag (python -m model.train --help lists them); --config loads a saved
-YAML/JSON config and flags given on the command line override it.
+YAML/JSON config and flags given on the command line override it. Data-parallel runs (--num-gpus N,
+--ddp-cpu-workers N) go through Ray Train, which this package does not import: train_convlstm.py passes the
+launcher (tune.distributed) in.
 """
 
 from __future__ import annotations
@@ -9,11 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from data_io import ConfigError
 from model._main import run_cli, setup_logging
-from model.config import add_config_flags, config_from_args
-from model.trainer import fit
+from model.config import Config, add_config_flags, config_from_args, data_parallel_workers
+from model.trainer import EpochRecord, fit
+
+# Trains a config data-parallel (several processes) and returns the history, as fit() does.
+Launcher = Callable[[Config], list[EpochRecord]]
 
 log = logging.getLogger("convlstm")
 
@@ -25,12 +32,16 @@ def parser(prog: str = "python -m model.train") -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m model.train") -> None:
+def main(argv: list[str] | None = None, prog: str = "python -m model.train", launcher: Launcher | None = None) -> None:
     def _run() -> int:
         config = config_from_args(parser(prog).parse_args(argv))
+        workers = data_parallel_workers(config.train)
+        if workers > 1 and launcher is None:
+            raise ConfigError(f"{workers} data-parallel workers (--num-gpus/--ddp-cpu-workers) run through Ray Train: "
+                              "use python train_convlstm.py (or python -m tune.retrain) with the same flags")
         out = Path(config.train.output_dir)
         setup_logging(out / "train.log")
-        history = fit(config)
+        history = launcher(config) if workers > 1 else fit(config)
         best = min(history, key=lambda r: r.val_loss)
         (out / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in history))
         log.info("Best epoch %d: val_loss %.4f val_rmse %.4g; checkpoints in %s", best.epoch, best.val_loss,

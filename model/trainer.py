@@ -3,6 +3,12 @@
 Read top to bottom: setup (device, data, model, optimizer, resume), then per epoch a training pass with
 exact gradient accumulation, a validation pass in physical units, a metrics record, checkpoints and early
 stopping. No host-device sync inside the step loop: losses are accumulated as device tensors.
+
+Data-parallel: when torch.distributed is initialised (tune.distributed starts one process per GPU with Ray Train),
+the model is wrapped in DistributedDataParallel and every micro-batch of the single-process run is split across the
+N ranks (batch_size / N windows each, same accumulation steps), so one optimizer step still sees the searched
+effective batch. Counts and losses are all-reduced, so metrics and early stopping are exact and identical on every
+rank; rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
-from data_io import PreparedData, prepare
+from data_io import ConfigError, PreparedData, prepare
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order
 from model.config import Config
@@ -87,7 +94,13 @@ def build_model(config: Config, data: PreparedData) -> ConvLSTMForecaster:
 class Trainer:
     def __init__(self, config: Config, data: PreparedData, device: torch.device) -> None:
         t = config.train
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())  # DDP and memory queries want an index
         self.config, self.data, self.device = config, data, device
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
+        if t.batch_size % self.world:
+            raise ConfigError(f"--batch-size {t.batch_size} does not split over {self.world} data-parallel workers "
+                              f"(each takes batch/N of every micro-batch); use a multiple of {self.world}")
         self.out_dir = Path(t.output_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)
@@ -97,15 +110,20 @@ class Trainer:
         self.model = build_model(config, data).to(device)
         self.memory_format = torch.channels_last if (t.channels_last and device.type == "cuda") else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        # DDP broadcasts rank 0's weights and averages gradients; self.model stays the plain module checkpoints hold.
+        self.ddp = torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.world > 1 else None
+        wrapped = self.ddp or self.model
         if t.compile:
             torch._dynamo.reset()  # a reused process (search trial, benchmark) would otherwise hit the recompile limit
-        self.forward = torch.compile(self.model, mode=t.compile_mode, dynamic=False) if t.compile else self.model
+        self.forward = torch.compile(wrapped, mode=t.compile_mode, dynamic=False) if t.compile else wrapped
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
         stats = data.target_stats
-        self.stats = [torch.as_tensor(a, device=device) for a in (stats.mean, stats.std, stats.log)]
+        # Copies: arrays from Ray's object store are read-only, which torch.as_tensor warns about.
+        self.stats = [torch.as_tensor(np.array(a), device=device) for a in (stats.mean, stats.std, stats.log)]
         self.stats[0], self.stats[1] = self.stats[0].float(), self.stats[1].float()
         self.lat_w = torch.as_tensor(latitude_weights(data.lat), dtype=torch.float32, device=device)
         self.start_epoch, self.best_val, self.stale, self.history = 1, math.inf, 0, []
@@ -138,6 +156,8 @@ class Trainer:
     def _batches(self, split: str, shuffle: bool, epoch: int):
         t = self.config.train
         order = epoch_order(self.data.starts(split), shuffle, t.seed, epoch, t.batch_size)
+        if self.world > 1:  # this rank's share of every batch; the last one of an epoch may leave a rank empty
+            order = [b[self.rank :: self.world] for b in order]
         if self.device_batches is not None:
             return self.device_batches(order), len(order)
         pin = self.device.type == "cuda"
@@ -149,6 +169,12 @@ class Trainer:
             v = v.to(self.device, non_blocking=True)
             out[k] = v
         return out
+
+    def _all_reduce(self, tensor: torch.Tensor, op=None) -> torch.Tensor:
+        """Sum (or op) over ranks, in place; the tensor itself when training in one process."""
+        if self.world > 1:
+            dist.all_reduce(tensor, op=op or dist.ReduceOp.SUM)
+        return tensor
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
@@ -168,13 +194,18 @@ class Trainer:
             train_time = time.perf_counter() - t0
             val = self.evaluate("val")
             elapsed = time.perf_counter() - t0
+            peak = peak_memory_mb(self.device)
+            if self.world > 1:  # the slowest rank's time and the largest rank's memory
+                elapsed, train_time, peak = self._all_reduce(
+                    torch.tensor([elapsed, train_time, peak], dtype=torch.float64, device=self.device),
+                    dist.ReduceOp.MAX).tolist()
             if not math.isfinite(train_loss) or not math.isfinite(val["loss"]):
                 raise Diverged(f"epoch {epoch}: train loss {train_loss}, val loss {val['loss']} is not finite; "
                                "lower --learning-rate or keep --gradient-clip-norm on")
             record = EpochRecord(
                 epoch=epoch, train_loss=train_loss, val_loss=val["loss"], val_rmse=val["rmse"],
                 persistence_rmse=val["persistence_rmse"], time_per_epoch_s=elapsed,
-                samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak_memory_mb(self.device),
+                samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak,
                 device=self.device.type, effective_batch_size=t.batch_size * t.gradient_accumulation_steps,
                 first_step_at=self.first_step_at if epoch == self.start_epoch else None,
             )
@@ -185,7 +216,7 @@ class Trainer:
             else:
                 self.stale += 1
             last = self.save(epoch, improved)
-            log.info(
+            (log.info if self.rank == 0 else log.debug)(
                 "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_rmse %.4g (persistence %.4g)  "
                 "time_per_epoch %.2f s  %.0f samples/s  peak %.0f MB",
                 epoch, t.num_epochs, record.train_loss, record.val_loss, record.val_rmse,
@@ -210,11 +241,14 @@ class Trainer:
         for group in _groups(_progress(batches, n_batches, f"epoch {epoch}"), t.gradient_accumulation_steps):
             group = [self._to_device(b) for b in group]
             # Exact accumulation: every micro-batch's squared error is divided by the whole group's count, so
-            # the summed gradient equals that of one batch holding the group (NaN targets excluded).
-            count = sum(torch.isfinite(b["y"]).sum() for b in group).clamp_min(1)
-            for b in group:
-                sse, _ = masked_sse(self._predict(b), b["y"])
-                self.scaler.scale(sse / count).backward()
+            # the summed gradient equals that of one batch holding the group (NaN targets excluded). Across ranks
+            # the count is the all-reduced one and the loss is scaled by N, undoing DDP's average of gradients.
+            count = self._all_reduce(sum(torch.isfinite(b["y"]).sum() for b in group)).clamp_min(1)
+            for i, b in enumerate(group):
+                sync = self.ddp is None or i == len(group) - 1  # DDP all-reduces once, on the last micro-batch
+                with nullcontext() if sync else self.ddp.no_sync():
+                    sse, _ = masked_sse(self._predict(b), b["y"])
+                    self.scaler.scale(sse * self.world / count).backward()
                 total_sse += sse.detach()
                 n_samples += b["x"].shape[0]
             total_count += count
@@ -228,6 +262,9 @@ class Trainer:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)  # once per run, to time start-up honestly
                 self.first_step_at = time.time()
+        if self.world > 1:
+            total_sse = self._all_reduce(total_sse)
+            n_samples = int(self._all_reduce(torch.tensor(n_samples, device=self.device)))
         return float(total_sse / total_count.clamp_min(1)), n_samples
 
     @torch.no_grad()
@@ -250,6 +287,9 @@ class Trainer:
             pers_err = weighted_errors(persist, torch.where(torch.isfinite(persist), truth, torch.nan), self.lat_w)
             now = torch.stack([*model_err, *pers_err])  # (6, leads)
             per_lead = now if per_lead is None else per_lead + now
+        if self.world > 1:
+            sums = {k: self._all_reduce(v) for k, v in sums.items()}
+            per_lead = self._all_reduce(per_lead)
         m_sse, m_sae, w, p_sse, p_sae, p_w = per_lead
         return {
             "loss": float(sums["sse"] / sums["count"].clamp_min(1)),
@@ -276,13 +316,20 @@ class Trainer:
             "epochs_without_improvement": self.stale,
             "history": [r.to_dict() for r in self.history],
         }
-        last = ckpt_io.save_atomic(state, self.out_dir / "last.pt")
+        last = self.out_dir / "last.pt"
+        if self.rank != 0:  # every rank holds the same weights; one writes them
+            return last
+        ckpt_io.save_atomic(state, last)
         if improved:
             ckpt_io.save_atomic(state, self.out_dir / "best.pt")
         every = self.config.train.checkpoint_every
         if every and epoch % every == 0:
             ckpt_io.save_atomic(state, self.out_dir / f"epoch_{epoch}.pt")
         return last
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def checkpoint_meta(data: PreparedData) -> dict:

@@ -5,6 +5,10 @@ from scratch with the same fit() as python -m model.train: --num-epochs (default
 checkpoints. Every trainer flag overrides the chosen config (e.g. --data FILE for a folder copied from another
 machine). Writes into --output-dir (default: runs/<name>/best/): the checkpoints, metrics.json and metrics.md
 (RMSE/MAE per lead for the model, persistence and climatology on the test split) and maps/case_N.png.
+
+--num-gpus N trains data-parallel on N GPUs through Ray Train (tune/distributed.py), on this machine or, with
+--address, on a running Ray cluster; the effective batch stays the searched one (each GPU takes batch/N of every
+micro-batch). --ddp-cpu-workers N does the same on CPU processes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import yaml
 from data_io import ConfigError, prepare
 from model._cli import load_config_file
 from model._main import run_cli, setup_logging
-from model.config import TrainConfig, add_config_flags, config_from_args
+from model.config import TrainConfig, add_config_flags, config_from_args, data_parallel_workers
 from model.evaluate import evaluate_checkpoint, metrics_markdown, plot_cases
 from model.trainer import fit
 from tune._table import load_trials
@@ -34,6 +38,9 @@ def parser(prog: str = "python -m tune.retrain") -> argparse.ArgumentParser:
     p.add_argument("experiment", help="the search's folder: STORAGE_PATH/NAME")
     p.add_argument("--trial", metavar="ID", help="retrain this trial's config instead of best_config.yaml")
     p.add_argument("--num-cases", type=int, default=3, help="test windows drawn as maps (default: 3)")
+    p.add_argument("--address", help="Ray cluster (HOST:PORT) for --num-gpus / --ddp-cpu-workers (default: local)")
+    p.add_argument("--storage-path", help="Ray Train's checkpoint storage for data-parallel runs: shared storage "
+                   "(NFS path, s3://, gs://) on a multi-node cluster (default: OUTPUT_DIR/ray_train)")
     add_config_flags(p)
     return p
 
@@ -60,7 +67,12 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     log.info("Retraining %s for up to %d epochs into %s", source, config.train.num_epochs, out)
     (out / "config.yaml").write_text(f"# {source}\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
     data = prepare(config.data)
-    history = fit(config, data)
+    if data_parallel_workers(config.train) > 1:
+        from tune.distributed import fit_distributed
+
+        history = fit_distributed(config, data, address=ns.address, storage_path=ns.storage_path)
+    else:
+        history = fit(config, data)
     (out / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in history))
     best = min(history, key=lambda r: r.val_loss)
     log.info("Best epoch %d: val_loss %.4f; scoring %s on the test split", best.epoch, best.val_loss, out / "best.pt")

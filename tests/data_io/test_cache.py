@@ -96,7 +96,8 @@ def test_cache_key_follows_the_file_and_the_fields_that_shape_the_arrays(demo_fi
     assert len({cache_mod.entry_dir(c, None) for c in differ} | {entry}) == 4
     os.utime(demo_file, ns=(0, os.stat(demo_file).st_mtime_ns + 10**9))  # the file changed
     assert cache_mod.entry_dir(base, None) != entry
-    assert cache_mod.entry_dir(DataConfig(data=str(demo_file), cache_dir=str(tmp_path / "c")), None).parent == tmp_path / "c"
+    elsewhere = DataConfig(data=str(demo_file), cache_dir=str(tmp_path / "c"))
+    assert cache_mod.entry_dir(elsewhere, None).parent == tmp_path / "c"
     monkeypatch.setenv("CONVLSTM_TUNE_CACHE", str(tmp_path / "env"))
     assert cache_mod.entry_dir(base, None).parent == tmp_path / "env"
 

@@ -1,0 +1,100 @@
+"""Data-parallel training through Ray Train: two CPU workers (gloo) train like one process with the same batch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from data_io import ConfigError, DataConfig, prepare
+from model import checkpoint as ckpt_io
+from model.config import Config, ModelConfig, TrainConfig
+from model.trainer import fit
+from tests.conftest import ROOT
+from tests.tune._experiment import experiment  # noqa: F401  (the shared session fixture)
+from tests.tune.conftest import search_env
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The demo on a 5-degree grid, 61 days: 79 training windows, so every epoch ends with a one-window batch."""
+    from data_io.demo import write_demo
+
+    path = write_demo(tmp_path_factory.mktemp("ddp") / "demo.nc", seed=0, days=61, resolution=5.0)
+    return prepare(DataConfig(data=str(path)))
+
+
+def config(out, **train) -> Config:
+    defaults = dict(output_dir=str(out), num_epochs=3, num_workers=0, learning_rate=3e-3, seed=5, batch_size=6,
+                    gradient_accumulation_steps=2, checkpoint_every=0, early_stopping_patience=5)
+    return Config(data=DataConfig(), model=ModelConfig(hidden_channels=[4]), train=TrainConfig(**{**defaults, **train}))
+
+
+def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny, tmp_path):
+    from tune.distributed import fit_distributed
+
+    assert len(tiny.starts("train")) % 6 == 1, "the last batch of an epoch leaves one rank without a window"
+    single = fit(config(tmp_path / "one"), tiny)
+    parallel = fit_distributed(config(tmp_path / "two", ddp_cpu_workers=2), tiny)
+
+    assert [r.epoch for r in parallel] == [r.epoch for r in single] == [1, 2, 3]
+    for a, b in zip(parallel, single):
+        assert a.effective_batch_size == b.effective_batch_size == 12
+        np.testing.assert_allclose([a.train_loss, a.val_loss, a.val_rmse], [b.train_loss, b.val_loss, b.val_rmse],
+                                   rtol=1e-4)
+    one, two = (ckpt_io.load(tmp_path / d / "best.pt") for d in ("one", "two"))  # same files, same format
+    assert one.keys() == two.keys() and one["epoch"] == two["epoch"]
+    for name, weight in one["model"].items():
+        torch.testing.assert_close(two["model"][name], weight, rtol=1e-4, atol=1e-5)
+    assert (tmp_path / "two" / "last.pt").is_file()
+
+
+def test_a_batch_that_does_not_split_over_the_workers_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"--batch-size 6 does not split over 4 data-parallel workers.*multiple of 4"):
+        config(tmp_path, num_gpus=4).validate()
+    with pytest.raises(ConfigError, match="pick one"):
+        config(tmp_path, num_gpus=2, ddp_cpu_workers=2).validate()
+
+
+def test_retrain_with_two_cpu_workers_writes_the_single_process_outputs(
+    ray_session, experiment, tmp_path  # noqa: F811
+):
+    out = tmp_path / "best"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tune.retrain", str(experiment), "--ddp-cpu-workers", "2", "--batch-size", "4",
+         "--gradient-accumulation-steps", "1",
+         "--num-epochs", "2", "--output-dir", str(out), "--num-cases", "1", "--device", "cpu",
+         "--address", ray_session.address],
+        cwd=ROOT, env=search_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert {"best.pt", "last.pt", "metrics.json", "metrics.md", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and {r["effective_batch_size"] for r in history} == {4}
+    assert "2 CPU workers (batch 2 per worker, effective batch 4)" in proc.stdout
+
+
+def test_the_module_trainer_points_data_parallel_runs_to_train_convlstm(run_main, demo_file, tmp_path):
+    code, _, err = run_main(["--data", demo_file, "--output-dir", tmp_path, "--num-gpus", "2"])
+    assert code == 2 and "use python train_convlstm.py" in err
+
+
+@pytest.mark.slow
+def test_ddp_benchmark_times_one_and_two_workers_at_the_reference_grid_on_cpus(ray_session, tmp_path):
+    """benchmarks/ddp.py's logic without GPUs (~40 s): the lead runs it with --gpus 1 2 on a 2-GPU machine."""
+    from benchmarks.ddp import main
+
+    output = tmp_path / "ddp.json"
+    main(["--cpu", "--gpus", "1", "2", "--epochs", "2", "--days", "25", "--hidden-channels", "4", "--batch-size", "4",
+          "--data", str(tmp_path / "reference.nc"), "--output", str(output)])
+    result = json.loads(output.read_text())
+    assert result["grid"] == [61, 61] and result["channels"] == 56
+    one, two = result["rows"]
+    assert (one["workers"], two["workers"]) == (1, 2) and (one["per_worker_batch"], two["per_worker_batch"]) == (4, 2)
+    assert one["effective_batch_size"] == two["effective_batch_size"] == 4
+    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-3)
+    assert all(r["time_per_epoch_s"] > 0 for r in (one, two))
