@@ -1,12 +1,13 @@
 """Data-parallel speed-up: time per epoch on 1 GPU (one process) and on N GPUs (Ray Train, DDP) at the reference grid.
 
-    python -m benchmarks.ddp --gpus 1 2 [--epochs 4] [--output benchmarks/results/ddp.json]
+    python -m benchmarks.ddp --gpus 1 2 [--epochs 4] [--compile] [--output benchmarks/results/ddp.json]
     python -m benchmarks.ddp --gpus 1 2 --cpu --days 20 --hidden-channels 4   # the same logic on CPU workers (gloo)
 
 Reference: 0.25 deg, 56 input channels, downstream 61x61, window 6, precipitation target, hidden [64, 64],
 effective batch 16 (on N GPUs each takes 16 / N windows of every batch). The trainer's speed defaults (bf16, data on
-the GPU). The first epoch is warm-up and not counted; the table gives the median of the others, the speed-up over
-the first row and the scaling efficiency (speed-up / N), and the JSON keeps every epoch's record.
+the GPU), plus torch.compile with CUDA graphs under --compile (its first epoch compiles). The first epoch is warm-up
+and not counted; the table gives the median of the others, the speed-up over the first row and the scaling
+efficiency (speed-up / N), and the JSON keeps every epoch's record.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ SAFE_NCCL_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 def run_config(data, workers: int, cpu: bool, args, out: str) -> Config:
     train = TrainConfig(output_dir=out, batch_size=args.batch_size, gradient_accumulation_steps=1,
                         num_epochs=args.epochs, checkpoint_every=0, early_stopping_patience=args.epochs + 1,
-                        device="cpu" if cpu else "cuda", num_workers=0 if cpu else 2)
+                        device="cpu" if cpu else "cuda", num_workers=0 if cpu else 2, compile=args.compile)
     if workers > 1:
         if cpu:
             train.ddp_cpu_workers = workers
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--data", default="/tmp/convlstm_reference.nc")
     p.add_argument("--hidden-channels", type=int, nargs="+", default=[64, 64])
     p.add_argument("--batch-size", type=int, default=16, help="the effective batch, split over the workers")
+    p.add_argument("--compile", action="store_true", help="torch.compile (mode reduce-overhead: CUDA graphs)")
     p.add_argument("--output", default="benchmarks/results/ddp.json")
     args = p.parse_args(argv)
     for key, value in SAFE_NCCL_ENV.items():
@@ -105,6 +107,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(table(rows))
     write_json(args.output, {"command": "python -m benchmarks.ddp " + " ".join(argv or sys.argv[1:]),
                              "hidden_channels": args.hidden_channels, "batch_size": args.batch_size,
+                             "compile": args.compile,
                              "grid": [h, w], "channels": c, "rows": rows})
     return rows
 

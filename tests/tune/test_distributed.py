@@ -60,6 +60,7 @@ def test_a_batch_that_does_not_split_over_the_workers_is_refused_in_one_line(tmp
         config(tmp_path, num_gpus=2, ddp_cpu_workers=2).validate()
 
 
+@pytest.mark.slow  # ~25 s; the default suite already trains through two workers above
 def test_retrain_with_two_cpu_workers_writes_the_single_process_outputs(
     ray_session, experiment, tmp_path  # noqa: F811
 ):
