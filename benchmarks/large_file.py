@@ -131,8 +131,8 @@ def train_one_epoch(data: Path, out: Path, limit_bytes: int | None, extra: list[
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.large_file", description=__doc__.split("\n")[0])
-    p.add_argument("--gb", type=float, default=12.0, help="file size to write")
-    p.add_argument("--limit-gb", type=float, default=6.0, help="ulimit -v of the training process")
+    p.add_argument("--gb", type=float, default=12.0, help="file size to write, GiB")
+    p.add_argument("--limit-gb", type=float, default=6.0, help="ulimit -v of the training process, GiB")
     p.add_argument("--resolution", type=float, default=0.25)
     p.add_argument("--folder", default="/tmp/convlstm-large")
     p.add_argument("--keep", action="store_true", help="keep the file and its cache")
@@ -142,12 +142,12 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = Path(args.folder)
     data = folder / "reference_large.nc"
-    steps = int(args.gb * 1e9 // bytes_per_step(args.resolution))
+    steps = -(-int(args.gb * 2**30) // bytes_per_step(args.resolution))  # at least --gb GiB
     t0 = time.perf_counter()
     write_reference_stream(data, steps, args.resolution)
     write_s = time.perf_counter() - t0
     size = data.stat().st_size
-    print(f"wrote {data}: {size / 1e9:.2f} GB, {steps} steps, in {write_s:.0f} s")
+    print(f"wrote {data}: {size / 2**30:.2f} GiB, {steps} steps, in {write_s:.0f} s")
     flags = ["--hidden-channels", "8", "--batch-size", "8", "--cache-dir", str(folder / "cache"), *args.train_flags]
     runs = {}
     try:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks._common import write_json
 
     write_json(args.output, result)
-    print(f"cache {cache_bytes / 1e9:.2f} GB; limit {args.limit_gb:g} GiB (ulimit -v); results in {args.output}")
+    print(f"cache {cache_bytes / 2**30:.2f} GiB; limit {args.limit_gb:g} GiB (ulimit -v); results in {args.output}")
 
 
 if __name__ == "__main__":

@@ -110,13 +110,15 @@ class Trainer:
         self.model = build_model(config, data).to(device)
         self.memory_format = torch.channels_last if (t.channels_last and device.type == "cuda") else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        # DDP broadcasts rank 0's weights and averages gradients; self.model stays the plain module checkpoints hold.
-        self.ddp = torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[device.index] if device.type == "cuda" else None) if self.world > 1 else None
-        wrapped = self.ddp or self.model
         if t.compile:
             torch._dynamo.reset()  # a reused process (search trial, benchmark) would otherwise hit the recompile limit
-        self.forward = torch.compile(wrapped, mode=t.compile_mode, dynamic=False) if t.compile else wrapped
+        compiled = torch.compile(self.model, mode=t.compile_mode, dynamic=False) if t.compile else self.model
+        # DDP broadcasts rank 0's weights and averages gradients; self.model stays the plain module checkpoints hold.
+        # DDP wraps the compiled module, so forward and backward stay whole compiled graphs (CUDA graphs included);
+        # the gradient all-reduce (under a million parameters here) follows the backward instead of overlapping it.
+        self.ddp = torch.nn.parallel.DistributedDataParallel(
+            compiled, device_ids=[device.index] if device.type == "cuda" else None) if self.world > 1 else None
+        self.forward = self.ddp or compiled
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
@@ -154,14 +156,20 @@ class Trainer:
         log.info("Resumed from %s at epoch %d", path, state["epoch"])
 
     def _batches(self, split: str, shuffle: bool, epoch: int):
+        """(batches, how many, which are real). Data-parallel, each rank takes its share of every batch; a rank
+        the last, short batch leaves without a window gets the batch's first one as a stand-in that counts for
+        nothing (real=False): no empty tensors (inductor cannot compile them), and every rank joins every step."""
         t = self.config.train
         order = epoch_order(self.data.starts(split), shuffle, t.seed, epoch, t.batch_size)
-        if self.world > 1:  # this rank's share of every batch; the last one of an epoch may leave a rank empty
-            order = [b[self.rank :: self.world] for b in order]
+        real = [True] * len(order)
+        if self.world > 1:
+            shares = [b[self.rank :: self.world] for b in order]
+            real = [len(s) > 0 for s in shares]
+            order = [s if len(s) else b[:1] for s, b in zip(shares, order)]
         if self.device_batches is not None:
-            return self.device_batches(order), len(order)
+            return self.device_batches(order), len(order), real
         pin = self.device.type == "cuda"
-        return cpu_batches(self.data, order, t.num_workers, pin), len(order)
+        return cpu_batches(self.data, order, t.num_workers, pin), len(order), real
 
     def _to_device(self, batch: dict) -> dict:
         out = {}
@@ -234,23 +242,28 @@ class Trainer:
         """One pass over the training windows. Returns (mean loss, samples seen)."""
         t = self.config.train
         self.model.train()
-        batches, n_batches = self._batches("train", shuffle=True, epoch=epoch)
+        batches, n_batches, real = self._batches("train", shuffle=True, epoch=epoch)
         total_sse = torch.zeros((), device=self.device)
         total_count = torch.zeros((), device=self.device)
         n_samples = 0
-        for group in _groups(_progress(batches, n_batches, f"epoch {epoch}"), t.gradient_accumulation_steps):
-            group = [self._to_device(b) for b in group]
+        batches = zip(_progress(batches, n_batches, f"epoch {epoch}"), real)
+        for group in _groups(batches, t.gradient_accumulation_steps):
+            group = [(self._to_device(b), is_real) for b, is_real in group]
             # Exact accumulation: every micro-batch's squared error is divided by the whole group's count, so
             # the summed gradient equals that of one batch holding the group (NaN targets excluded). Across ranks
             # the count is the all-reduced one and the loss is scaled by N, undoing DDP's average of gradients.
-            count = self._all_reduce(sum(torch.isfinite(b["y"]).sum() for b in group)).clamp_min(1)
-            for i, b in enumerate(group):
+            zero = torch.zeros((), dtype=torch.long, device=self.device)
+            count = self._all_reduce(sum((torch.isfinite(b["y"]).sum() for b, is_real in group if is_real), zero))
+            count = count.clamp_min(1)
+            for i, (b, is_real) in enumerate(group):
                 sync = self.ddp is None or i == len(group) - 1  # DDP all-reduces once, on the last micro-batch
                 with nullcontext() if sync else self.ddp.no_sync():
                     sse, _ = masked_sse(self._predict(b), b["y"])
+                    if not is_real:
+                        sse = sse * 0.0  # a stand-in: zero gradient, still part of DDP's all-reduce
                     self.scaler.scale(sse * self.world / count).backward()
                 total_sse += sse.detach()
-                n_samples += b["x"].shape[0]
+                n_samples += b["x"].shape[0] if is_real else 0
             total_count += count
             self.scaler.unscale_(self.optimizer)
             if t.gradient_clip_norm > 0:
@@ -271,10 +284,12 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
-        batches, _ = self._batches(split, shuffle=False, epoch=0)
+        batches, _, real = self._batches(split, shuffle=False, epoch=0)
         sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
-        per_lead = None
-        for b in batches:
+        per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
+        for b, is_real in zip(batches, real):
+            if not is_real:  # no collective in evaluation: a stand-in can simply be skipped
+                continue
             b = self._to_device(b)
             pred = self._predict(b)
             sse, count = masked_sse(pred, b["y"])
@@ -285,8 +300,7 @@ class Trainer:
             model_err = weighted_errors(denormalize(pred, *self.stats), truth, self.lat_w)
             # A gap at the last input step leaves persistence undefined there: score it where it exists.
             pers_err = weighted_errors(persist, torch.where(torch.isfinite(persist), truth, torch.nan), self.lat_w)
-            now = torch.stack([*model_err, *pers_err])  # (6, leads)
-            per_lead = now if per_lead is None else per_lead + now
+            per_lead += torch.stack([*model_err, *pers_err])  # (6, leads)
         if self.world > 1:
             sums = {k: self._all_reduce(v) for k, v in sums.items()}
             per_lead = self._all_reduce(per_lead)

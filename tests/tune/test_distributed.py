@@ -99,3 +99,15 @@ def test_ddp_benchmark_times_one_and_two_workers_at_the_reference_grid_on_cpus(r
     assert one["effective_batch_size"] == two["effective_batch_size"] == 4
     assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-3)
     assert all(r["time_per_epoch_s"] > 0 for r in (one, two))
+
+
+@pytest.mark.slow
+def test_compiled_training_through_two_workers_follows_the_eager_loss_curve(ray_session, tiny, tmp_path):
+    """--compile with DDP (~60 s of compiling on CPUs), accumulation and the one-window last batch included."""
+    from tune.distributed import fit_distributed
+
+    eager = fit(config(tmp_path / "eager", num_epochs=2), tiny)
+    compiled = fit_distributed(config(tmp_path / "compiled", num_epochs=2, ddp_cpu_workers=2, compile=True,
+                                      compile_mode="default"), tiny)
+    np.testing.assert_allclose([(r.train_loss, r.val_loss) for r in compiled],
+                               [(r.train_loss, r.val_loss) for r in eager], rtol=1e-4)
