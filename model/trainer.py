@@ -123,6 +123,7 @@ class Trainer:
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
+        self.finite_targets = _finite_per_step(data.targets)
         stats = data.target_stats
         # Copies: arrays from Ray's object store are read-only, which torch.as_tensor warns about.
         self.stats = [torch.as_tensor(np.array(a), device=device) for a in (stats.mean, stats.std, stats.log)]
@@ -156,20 +157,26 @@ class Trainer:
         log.info("Resumed from %s at epoch %d", path, state["epoch"])
 
     def _batches(self, split: str, shuffle: bool, epoch: int):
-        """(batches, how many, which are real). Data-parallel, each rank takes its share of every batch; a rank
-        the last, short batch leaves without a window gets the batch's first one as a stand-in that counts for
-        nothing (real=False): no empty tensors (inductor cannot compile them), and every rank joins every step."""
-        t = self.config.train
+        """(batches, how many, which are real, each whole batch's count of finite targets).
+
+        Data-parallel, each rank takes its share of every batch; a rank the last, short batch leaves without a
+        window gets the batch's first one as a stand-in that counts for nothing (real=False): no empty tensors
+        (inductor cannot compile them), and every rank joins every step. The counts are those of the whole
+        batch, the same on every rank, known before it runs: the loss needs no device reduction to scale.
+        """
+        t, c = self.config.train, self.config.data
         order = epoch_order(self.data.starts(split), shuffle, t.seed, epoch, t.batch_size)
+        steps = np.arange(c.forecast_steps) + c.window_size - 1 + c.target_offset
+        counts = [int(self.finite_targets[b[:, None] + steps].sum()) for b in order]
         real = [True] * len(order)
         if self.world > 1:
             shares = [b[self.rank :: self.world] for b in order]
             real = [len(s) > 0 for s in shares]
             order = [s if len(s) else b[:1] for s, b in zip(shares, order)]
         if self.device_batches is not None:
-            return self.device_batches(order), len(order), real
+            return self.device_batches(order), len(order), real, counts
         pin = self.device.type == "cuda"
-        return cpu_batches(self.data, order, t.num_workers, pin), len(order), real
+        return cpu_batches(self.data, order, t.num_workers, pin), len(order), real, counts
 
     def _to_device(self, batch: dict) -> dict:
         out = {}
@@ -242,26 +249,24 @@ class Trainer:
         """One pass over the training windows. Returns (mean loss, samples seen)."""
         t = self.config.train
         self.model.train()
-        batches, n_batches, real = self._batches("train", shuffle=True, epoch=epoch)
+        batches, n_batches, real, counts = self._batches("train", shuffle=True, epoch=epoch)
         total_sse = torch.zeros((), device=self.device)
-        total_count = torch.zeros((), device=self.device)
+        total_count = 0
         n_samples = 0
-        batches = zip(_progress(batches, n_batches, f"epoch {epoch}"), real)
+        batches = zip(_progress(batches, n_batches, f"epoch {epoch}"), real, counts)
         for group in _groups(batches, t.gradient_accumulation_steps):
-            group = [(self._to_device(b), is_real) for b, is_real in group]
             # Exact accumulation: every micro-batch's squared error is divided by the whole group's count, so
             # the summed gradient equals that of one batch holding the group (NaN targets excluded). Across ranks
-            # the count is the all-reduced one and the loss is scaled by N, undoing DDP's average of gradients.
-            zero = torch.zeros((), dtype=torch.long, device=self.device)
-            count = self._all_reduce(sum((torch.isfinite(b["y"]).sum() for b, is_real in group if is_real), zero))
-            count = count.clamp_min(1)
+            # the count is that of the whole batches and the loss is scaled by N, undoing DDP's average.
+            count = max(1, sum(n for _, _, n in group))
+            group = [(self._to_device(b), is_real) for b, is_real, _ in group]
             for i, (b, is_real) in enumerate(group):
                 sync = self.ddp is None or i == len(group) - 1  # DDP all-reduces once, on the last micro-batch
                 with nullcontext() if sync else self.ddp.no_sync():
                     sse, _ = masked_sse(self._predict(b), b["y"])
                     if not is_real:
                         sse = sse * 0.0  # a stand-in: zero gradient, still part of DDP's all-reduce
-                    self.scaler.scale(sse * self.world / count).backward()
+                    self.scaler.scale(sse * (self.world / count)).backward()
                 total_sse += sse.detach()
                 n_samples += b["x"].shape[0] if is_real else 0
             total_count += count
@@ -278,13 +283,13 @@ class Trainer:
         if self.world > 1:
             total_sse = self._all_reduce(total_sse)
             n_samples = int(self._all_reduce(torch.tensor(n_samples, device=self.device)))
-        return float(total_sse / total_count.clamp_min(1)), n_samples
+        return float(total_sse) / max(1, total_count), n_samples
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
-        batches, _, real = self._batches(split, shuffle=False, epoch=0)
+        batches, _, real, _ = self._batches(split, shuffle=False, epoch=0)
         sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
         per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
         for b, is_real in zip(batches, real):
@@ -340,6 +345,15 @@ class Trainer:
         if every and epoch % every == 0:
             ckpt_io.save_atomic(state, self.out_dir / f"epoch_{epoch}.pt")
         return last
+
+
+def _finite_per_step(targets: np.ndarray) -> np.ndarray:
+    """Finite target values at each time step, read in slices (targets may be memory-mapped from disk)."""
+    out = np.empty(len(targets), dtype=np.int64)
+    for i in range(0, len(targets), 1024):
+        block = np.asarray(targets[i : i + 1024])
+        out[i : i + len(block)] = np.isfinite(block).reshape(len(block), -1).sum(axis=1)
+    return out
 
 
 def _distributed() -> bool:
