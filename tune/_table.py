@@ -88,7 +88,9 @@ def _failed_after(trial_dir: Path, last_report: float) -> bool:
     stamps = re.findall(r"occurred at (\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)", text_file.read_text(errors="replace"))
     if not stamps:
         return True
-    return dt.datetime.strptime(stamps[-1], "%Y-%m-%d_%H-%M-%S").timestamp() >= last_report
+    # Both clocks have whole seconds: a retried trial can report again within the second of its failure, so only a
+    # failure in a later second than the last report counts as the trial's end.
+    return dt.datetime.strptime(stamps[-1], "%Y-%m-%d_%H-%M-%S").timestamp() > last_report
 
 
 def _id_from_dirname(name: str) -> str:

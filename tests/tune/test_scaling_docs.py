@@ -1,4 +1,4 @@
-"""docs/scaling_out.md and examples/: the cluster file is valid for `ray up`, and every command they show parses."""
+"""README.md ("Scaling out") and examples/: the cluster file is valid for `ray up`, and every command they show parses."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import ROOT
 
-DOC = ROOT / "docs" / "scaling_out.md"
+DOC = ROOT / "README.md"
 EXAMPLES = ROOT / "examples"
 
 
