@@ -52,7 +52,9 @@ def trial_row(trial_dir: Path) -> dict:
         status = "stopped early"
     elif status is None:
         status = "error" if errored else "pending"
-    ok_epochs = [r for r in results if r.get("status") == "ok"]
+    # One record per epoch: a trial retried from its checkpoint reports again the epochs after that checkpoint.
+    by_epoch = {r.get("epoch", i): r for i, r in enumerate(results) if r.get("status") == "ok"}
+    ok_epochs = [by_epoch[e] for e in sorted(by_epoch)]
     val = last.get("val_loss")
     batch = last.get("batch_size", over.get("batch_size"))
     accum = last.get("gradient_accumulation_steps", over.get("gradient_accumulation_steps"))
