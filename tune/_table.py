@@ -117,11 +117,24 @@ def load_trials(experiment: str | Path) -> pd.DataFrame:
     return df
 
 
+# Display formats of the number columns; the search's printout and every report format share them.
+NUMBER_FORMATS = {"learning_rate": "{:.2e}", "time_per_epoch_s": "{:.2f}", "peak_memory_mb": "{:.0f}",
+                  "val_loss": "{:.4f}", "val_rmse": "{:.4g}", "batch_size": "{:.0f}", "accumulation": "{:.0f}",
+                  "effective_batch": "{:.0f}"}
+
+
+def formatted(df: pd.DataFrame) -> pd.DataFrame:
+    """The table's columns as display strings (empty for missing values)."""
+    view = df[COLUMNS].astype(object)
+    for col in COLUMNS:
+        fmt = NUMBER_FORMATS.get(col, "{}")
+        view[col] = view[col].map(lambda v, f=fmt: "" if _missing(v) else f.format(v))
+    return view
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def format_table(df: pd.DataFrame) -> str:
-    view = df[COLUMNS].copy()
-    for col, fmt in (("learning_rate", "{:.2e}"), ("time_per_epoch_s", "{:.2f}"), ("peak_memory_mb", "{:.0f}"),
-                     ("val_loss", "{:.4f}"), ("val_rmse", "{:.4g}")):
-        view[col] = view[col].map(lambda v, f=fmt: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f.format(v))
-    for col in ("batch_size", "accumulation", "effective_batch"):
-        view[col] = view[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v)))
-    return view.to_string(index=False)
+    return formatted(df).to_string(index=False) if len(df) else "(no trials)"

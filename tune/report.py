@@ -16,15 +16,12 @@ import pandas as pd
 from data_io import ConfigError
 from model._main import run_cli
 from model.evaluate import markdown_table
-from tune._table import COLUMNS, load_trials
+from tune._table import COLUMNS, _missing, format_table, formatted, load_trials
 
 FORMATS = ("table", "csv", "markdown", "html", "json")
 STATUSES = ("ok", "stopped-early", "oom", "diverged", "error", "pending")
 FITTED = ("ok", "stopped early")
 TEXT_COLUMNS = {"trial_id", "status", "device", "hidden_channels"}
-NUMBER_FORMATS = {"learning_rate": "{:.2e}", "time_per_epoch_s": "{:.2f}", "peak_memory_mb": "{:.0f}",
-                  "val_loss": "{:.4f}", "val_rmse": "{:.4g}", "batch_size": "{:.0f}", "accumulation": "{:.0f}",
-                  "effective_batch": "{:.0f}"}
 
 
 def parser(prog: str = "python -m tune.report") -> argparse.ArgumentParser:
@@ -105,19 +102,6 @@ def hidden_size(hidden: str | None) -> float:
     return float(sum(int(w) for w in widths)) if widths else math.nan
 
 
-def formatted(df: pd.DataFrame) -> pd.DataFrame:
-    """The table's columns as display strings (empty for missing values)."""
-    view = df[COLUMNS].astype(object)
-    for col in COLUMNS:
-        fmt = NUMBER_FORMATS.get(col, "{}")
-        view[col] = view[col].map(lambda v, f=fmt: "" if _missing(v) else f.format(v))
-    return view
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def render(df: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return df[COLUMNS].to_csv(index=False)
@@ -128,7 +112,7 @@ def render(df: pd.DataFrame, fmt: str) -> str:
         return markdown_table(COLUMNS, view.values.tolist(), left=TEXT_COLUMNS) + "\n"
     if fmt == "html":
         return view.to_html(index=False, border=0) + "\n"
-    return view.to_string(index=False) if len(view) else "(no trials)"
+    return format_table(df)
 
 
 # ---- plots ------------------------------------------------------------------------------------------------------
