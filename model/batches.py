@@ -22,6 +22,35 @@ def epoch_order(starts: np.ndarray, shuffle: bool, seed: int, epoch: int, batch_
     return [starts[order[i : i + batch_size]] for i in range(0, len(order), batch_size)]
 
 
+def optimizer_steps(batches: list[np.ndarray], accumulation: int) -> list[list[np.ndarray]]:
+    """Micro-batches grouped into optimizer steps; the remainder at the end of an epoch still steps."""
+    return [batches[i : i + accumulation] for i in range(0, len(batches), accumulation)]
+
+
+Shard = list[tuple[np.ndarray, bool]]  # one rank's micro-batches of one optimizer step: (window starts, real)
+
+
+def shard_steps(steps: list[list[np.ndarray]], rank: int, world: int, whole: bool) -> list[Shard]:
+    """One data-parallel rank's share of every optimizer step; the N shares hold exactly the step's windows.
+
+    whole=True: ranks take whole micro-batches in turn (micro-batches rank, rank+N, ...), so each GPU runs the
+    searched micro-batch and N GPUs need N times fewer of them. whole=False: each rank takes batch/N windows of
+    every micro-batch. Every rank gets the same number of micro-batches per step (DDP all-reduces on the last
+    one): where a rank has nothing left it gets a stand-in, a real micro-batch flagged False whose loss counts
+    for nothing. Stand-ins are never empty, because inductor cannot compile empty tensors.
+    """
+    shards = []
+    for step in steps:
+        if world == 1:
+            shards.append([(b, True) for b in step])
+        elif whole:
+            mine: Shard = [(b, True) for b in step[rank::world]]
+            shards.append(mine + [(step[0], False)] * (-(-len(step) // world) - len(mine)))
+        else:
+            shards.append([(b[rank::world], True) if len(b[rank::world]) else (b[:1], False) for b in step])
+    return shards
+
+
 def gather(arrays: dict, starts, window: int, offset: int, steps: int) -> dict:
     """x: (B, window, C, H, W); y: (B, steps, K, H, W); last: the target at the last input step (persistence)."""
     if isinstance(starts, torch.Tensor):

@@ -55,7 +55,8 @@ class TrainConfig:
     num_gpus: int = field(
         default=0,
         metadata={"help": "train data-parallel on this many GPUs through Ray Train, one worker each (0 or 1: in this "
-                          "process); each worker takes batch/N of every micro-batch, so the effective batch is kept"},
+                          "process); the effective batch is kept: each worker runs whole micro-batches when "
+                          "--gradient-accumulation-steps divides by N, else batch/N of every micro-batch"},
     )
     ddp_cpu_workers: int = field(
         default=0,
@@ -91,17 +92,27 @@ class Config:
         if t.num_gpus > 1 and t.ddp_cpu_workers > 1:
             raise ConfigError(f"--num-gpus {t.num_gpus} and --ddp-cpu-workers {t.ddp_cpu_workers}: pick one")
         workers = data_parallel_workers(t)
-        if workers > 1 and t.batch_size % workers:
-            raise ConfigError(
-                f"--batch-size {t.batch_size} does not split over {workers} data-parallel workers (each takes "
-                f"batch/N of every micro-batch); use a multiple of {workers}, with --gradient-accumulation-steps "
-                "for the rest of the effective batch"
-            )
+        if workers > 1 and t.gradient_accumulation_steps % workers and t.batch_size % workers:
+            raise ConfigError(data_parallel_split_error(t.batch_size, t.gradient_accumulation_steps, workers))
+
+
+def data_parallel_split_error(batch_size: int, accumulation: int, workers: int) -> str:
+    return (f"--batch-size {batch_size} with --gradient-accumulation-steps {accumulation} does not split over "
+            f"{workers} data-parallel workers: make the accumulation steps a multiple of {workers} (each worker then "
+            f"runs whole micro-batches) or the batch size a multiple of {workers} (each takes batch/N of every one)")
 
 
 def data_parallel_workers(t: TrainConfig) -> int:
     """Worker processes of a data-parallel run; 1 = train in this process."""
     return max(1, t.num_gpus, t.ddp_cpu_workers)
+
+
+def per_worker_batch(t: TrainConfig) -> tuple[int, int]:
+    """(micro-batch, micro-batches per optimizer step) of each data-parallel worker (model/batches.shard_steps)."""
+    n = data_parallel_workers(t)
+    if t.gradient_accumulation_steps % n == 0:
+        return t.batch_size, t.gradient_accumulation_steps // n
+    return t.batch_size // n, t.gradient_accumulation_steps
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -5,10 +5,11 @@ exact gradient accumulation, a validation pass in physical units, a metrics reco
 stopping. No host-device sync inside the step loop: losses are accumulated as device tensors.
 
 Data-parallel: when torch.distributed is initialised (tune.distributed starts one process per GPU with Ray Train),
-the model is wrapped in DistributedDataParallel and every micro-batch of the single-process run is split across the
-N ranks (batch_size / N windows each, same accumulation steps), so one optimizer step still sees the searched
-effective batch. Counts and losses are all-reduced, so metrics and early stopping are exact and identical on every
-rank; rank 0 alone writes checkpoints.
+the model is wrapped in DistributedDataParallel and the windows of every optimizer step of the single-process run
+are shared over the N ranks, so one step still sees the searched effective batch. When the accumulation steps
+divide by N each rank runs whole micro-batches of the searched size (N times fewer each); otherwise each rank takes
+batch_size / N windows of every micro-batch (model/batches.shard_steps). Counts and losses are all-reduced, so
+metrics and early stopping are exact and identical on every rank; rank 0 alone writes checkpoints.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import torch.distributed as dist
 
 from data_io import ConfigError, PreparedData, prepare
 from model import checkpoint as ckpt_io
-from model.batches import DeviceBatches, cpu_batches, epoch_order
-from model.config import Config
+from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
+from model.config import Config, data_parallel_split_error
 from model.convlstm import ConvLSTMForecaster
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
@@ -98,9 +99,10 @@ class Trainer:
             device = torch.device("cuda", torch.cuda.current_device())  # DDP and memory queries want an index
         self.config, self.data, self.device = config, data, device
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-        if t.batch_size % self.world:
-            raise ConfigError(f"--batch-size {t.batch_size} does not split over {self.world} data-parallel workers "
-                              f"(each takes batch/N of every micro-batch); use a multiple of {self.world}")
+        # Whole micro-batches per rank when the accumulation allows it: each GPU keeps the searched micro-batch.
+        self.whole_batches = t.gradient_accumulation_steps % self.world == 0
+        if not self.whole_batches and t.batch_size % self.world:
+            raise ConfigError(data_parallel_split_error(t.batch_size, t.gradient_accumulation_steps, self.world))
         self.out_dir = Path(t.output_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)
@@ -113,13 +115,26 @@ class Trainer:
         if t.compile:
             torch._dynamo.reset()  # a reused process (search trial, benchmark) would otherwise hit the recompile limit
         compiled = torch.compile(self.model, mode=t.compile_mode, dynamic=False) if t.compile else self.model
+        self.cuda_graphs = t.compile and t.compile_mode == "reduce-overhead" and device.type == "cuda"
+        # Gradients live in their own memory and are zeroed in place, never set to None: with CUDA graphs the
+        # backward's outputs are graph memory that the next micro-batch's replay overwrites, and accumulation
+        # would add into them.
+        for p in self.model.parameters():
+            p.grad = torch.zeros_like(p)
+        if self.world > 1 and t.compile:
+            # Whole compiled graphs under DDP: dynamo's DDPOptimizer would split forward and backward at the
+            # bucket boundaries (DDP's first bucket is 1 MB), which on this model costs more than overlapping the
+            # all-reduce of a few MB with the backward gains (benchmarks/ddp_profile.py).
+            torch._dynamo.config.optimize_ddp = False
         # DDP broadcasts rank 0's weights and averages gradients; self.model stays the plain module checkpoints hold.
-        # DDP wraps the compiled module, so forward and backward stay whole compiled graphs (CUDA graphs included);
-        # the gradient all-reduce (under a million parameters here) follows the backward instead of overlapping it.
+        # Gradients as views of DDP's buckets: no copy into the buckets before the all-reduce.
         self.ddp = torch.nn.parallel.DistributedDataParallel(
-            compiled, device_ids=[device.index] if device.type == "cuda" else None) if self.world > 1 else None
+            compiled, device_ids=[device.index] if device.type == "cuda" else None,
+            gradient_as_bucket_view=True) if self.world > 1 else None
         self.forward = self.ddp or compiled
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+        # Fused AdamW on CUDA: one kernel for all parameters instead of a handful per step.
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay,
+                                           fused=device.type == "cuda")
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
@@ -156,27 +171,29 @@ class Trainer:
         self.history = [EpochRecord(**r) for r in state["history"]]
         log.info("Resumed from %s at epoch %d", path, state["epoch"])
 
-    def _batches(self, split: str, shuffle: bool, epoch: int):
-        """(batches, how many, which are real, each whole batch's count of finite targets).
+    def _source(self, batches: list[np.ndarray]):
+        """Batch dicts for these window-start arrays, in order: gathered on the GPU, or by a DataLoader."""
+        if self.device_batches is not None:
+            return self.device_batches(batches)
+        return cpu_batches(self.data, batches, self.config.train.num_workers, pin=self.device.type == "cuda")
 
-        Data-parallel, each rank takes its share of every batch; a rank the last, short batch leaves without a
-        window gets the batch's first one as a stand-in that counts for nothing (real=False): no empty tensors
-        (inductor cannot compile them), and every rank joins every step. The counts are those of the whole
-        batch, the same on every rank, known before it runs: the loss needs no device reduction to scale.
+    def _train_steps(self, epoch: int) -> tuple[list, list[int]]:
+        """This rank's micro-batches of every optimizer step, and each whole step's count of finite targets.
+
+        The counts are those of the step's windows on all ranks together, the same on every rank and known
+        before the step runs: the loss needs no device reduction to be scaled.
         """
         t, c = self.config.train, self.config.data
-        order = epoch_order(self.data.starts(split), shuffle, t.seed, epoch, t.batch_size)
-        steps = np.arange(c.forecast_steps) + c.window_size - 1 + c.target_offset
-        counts = [int(self.finite_targets[b[:, None] + steps].sum()) for b in order]
-        real = [True] * len(order)
-        if self.world > 1:
-            shares = [b[self.rank :: self.world] for b in order]
-            real = [len(s) > 0 for s in shares]
-            order = [s if len(s) else b[:1] for s, b in zip(shares, order)]
-        if self.device_batches is not None:
-            return self.device_batches(order), len(order), real, counts
-        pin = self.device.type == "cuda"
-        return cpu_batches(self.data, order, t.num_workers, pin), len(order), real, counts
+        order = epoch_order(self.data.starts("train"), True, t.seed, epoch, t.batch_size)
+        steps = optimizer_steps(order, t.gradient_accumulation_steps)
+        leads = np.arange(c.forecast_steps) + c.window_size - 1 + c.target_offset
+        counts = [int(self.finite_targets[np.concatenate(s)[:, None] + leads].sum()) for s in steps]
+        return shard_steps(steps, self.rank, self.world, self.whole_batches), counts
+
+    def _eval_batches(self, split: str):
+        """Whole batches, dealt out to the ranks in turn: evaluation has no collective until its final sums."""
+        order = epoch_order(self.data.starts(split), False, 0, 0, self.config.train.batch_size)
+        return self._source(order[self.rank :: self.world])
 
     def _to_device(self, batch: dict) -> dict:
         out = {}
@@ -195,6 +212,10 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
 
     def _predict(self, batch: dict) -> torch.Tensor:
+        if self.cuda_graphs:
+            # Each call is a new step for CUDA graphs: with accumulation, the next micro-batch's forward would
+            # otherwise be taken as part of the last one's and its replay would overwrite tensors still in use.
+            torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             return self.forward(batch["x"], batch.get("up"))
 
@@ -249,19 +270,19 @@ class Trainer:
         """One pass over the training windows. Returns (mean loss, samples seen)."""
         t = self.config.train
         self.model.train()
-        batches, n_batches, real, counts = self._batches("train", shuffle=True, epoch=epoch)
+        shards, counts = self._train_steps(epoch)
+        batches = self._source([b for shard in shards for b, _ in shard])
         total_sse = torch.zeros((), device=self.device)
         total_count = 0
         n_samples = 0
-        batches = zip(_progress(batches, n_batches, f"epoch {epoch}"), real, counts)
-        for group in _groups(batches, t.gradient_accumulation_steps):
-            # Exact accumulation: every micro-batch's squared error is divided by the whole group's count, so
-            # the summed gradient equals that of one batch holding the group (NaN targets excluded). Across ranks
-            # the count is that of the whole batches and the loss is scaled by N, undoing DDP's average.
-            count = max(1, sum(n for _, _, n in group))
-            group = [(self._to_device(b), is_real) for b, is_real, _ in group]
-            for i, (b, is_real) in enumerate(group):
-                sync = self.ddp is None or i == len(group) - 1  # DDP all-reduces once, on the last micro-batch
+        for shard, count in zip(_progress(shards, len(shards), f"epoch {epoch}"), counts):
+            # Exact accumulation: every micro-batch's squared error is divided by the whole step's count, so the
+            # summed gradient equals that of one batch holding the step's windows (NaN targets excluded). Across
+            # ranks the loss is also scaled by N, undoing DDP's average.
+            count = max(1, count)
+            for i, (_, is_real) in enumerate(shard):
+                b = self._to_device(next(batches))
+                sync = self.ddp is None or i == len(shard) - 1  # DDP all-reduces once, on the last micro-batch
                 with nullcontext() if sync else self.ddp.no_sync():
                     sse, _ = masked_sse(self._predict(b), b["y"])
                     if not is_real:
@@ -275,7 +296,7 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.gradient_clip_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=False)
             if self.first_step_at is None:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)  # once per run, to time start-up honestly
@@ -289,12 +310,9 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
-        batches, _, real, _ = self._batches(split, shuffle=False, epoch=0)
         sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
         per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
-        for b, is_real in zip(batches, real):
-            if not is_real:  # no collective in evaluation: a stand-in can simply be skipped
-                continue
+        for b in self._eval_batches(split):
             b = self._to_device(b)
             pred = self._predict(b)
             sse, count = masked_sse(pred, b["y"])
@@ -372,17 +390,6 @@ def checkpoint_meta(data: PreparedData) -> dict:
         "target_attrs": data.target_attrs,
         "lon_signed": data.lon_signed,
     }
-
-
-def _groups(iterable, k: int):
-    group = []
-    for item in iterable:
-        group.append(item)
-        if len(group) == k:
-            yield group
-            group = []
-    if group:  # the remainder at the end of an epoch still steps
-        yield group
 
 
 def _progress(iterable, total: int, desc: str):

@@ -5,9 +5,10 @@
 
 Ray Train's TorchTrainer places N workers on one node or across nodes (ScalingConfig(num_workers=N,
 use_gpu=True)), sets up torch.distributed (NCCL on GPUs, gloo on CPUs) and runs _worker in each. fit() sees the
-process group and trains with DistributedDataParallel: every micro-batch of the single-process run is split over
-the ranks, batch_size / N windows each, with the same accumulation steps, so an optimizer step sees the searched
-effective batch (model/trainer.py). Metrics are all-reduced, so early stopping decides the same on every rank.
+process group and trains with DistributedDataParallel. The windows of each optimizer step of the single-process
+run are shared over the ranks, so a step sees the searched effective batch: whole micro-batches per rank when
+--gradient-accumulation-steps divides by N (each GPU keeps the searched micro-batch and runs 1/N of them), else
+batch_size / N windows of every micro-batch (model/batches.shard_steps). Metrics are all-reduced, so early stopping decides the same on every rank.
 
 Rank 0 writes last.pt / best.pt into --output-dir exactly as a single-process run does, and reports them to Ray
 Train too: a failed worker group is restarted from the latest (--max-failures), and when rank 0 ran on another
@@ -32,7 +33,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from data_io import ConfigError, PreparedData, UserInputError, prepare
 from model._cli import build
-from model.config import Config, data_parallel_workers
+from model.config import Config, data_parallel_workers, per_worker_batch
 from model.errors import Diverged, OutOfMemory
 from model.trainer import EpochRecord, fit
 
@@ -57,8 +58,9 @@ def fit_distributed(
     out = Path(config.train.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config.train.output_dir = str(out)  # workers may start in another folder
-    log.info("Training data-parallel on %d %s workers (batch %d per worker, effective batch %d)", workers,
-             "GPU" if use_gpu else "CPU", config.train.batch_size // workers,
+    micro, accumulation = per_worker_batch(config.train)
+    log.info("Training data-parallel on %d %s workers (batch %d x %d accumulation steps per worker, effective "
+             "batch %d)", workers, "GPU" if use_gpu else "CPU", micro, accumulation,
              config.train.batch_size * config.train.gradient_accumulation_steps)
     trainer = TorchTrainer(
         _worker,
@@ -88,7 +90,7 @@ def _check_resources(workers: int, use_gpu: bool) -> None:
     kind, flag = ("GPU", "--num-gpus") if use_gpu else ("CPU", "--ddp-cpu-workers")
     if total.get(kind, 0) < workers:
         raise ConfigError(f"{flag} {workers}: the Ray cluster has {total.get(kind, 0):g} {kind}(s); ask for at most "
-                          "that, or start more nodes (docs/scaling_out.md)")
+                          "that, or start more nodes (README.md, 'Scaling out')")
 
 
 def _worker(loop_config: dict) -> list[dict]:

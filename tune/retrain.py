@@ -7,8 +7,9 @@ machine). Writes into --output-dir (default: runs/<name>/best/): the checkpoints
 (RMSE/MAE per lead for the model, persistence and climatology on the test split) and maps/case_N.png.
 
 --num-gpus N trains data-parallel on N GPUs through Ray Train (tune/distributed.py), on this machine or, with
---address, on a running Ray cluster; the effective batch stays the searched one (each GPU takes batch/N of every
-micro-batch). --ddp-cpu-workers N does the same on CPU processes.
+--address, on a running Ray cluster; the effective batch stays the searched one: each GPU runs whole searched
+micro-batches when the accumulation steps divide by N, else batch/N of every micro-batch. --ddp-cpu-workers N
+does the same on CPU processes.
 """
 
 from __future__ import annotations

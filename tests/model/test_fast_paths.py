@@ -6,7 +6,7 @@ import torch
 
 from data_io import DataConfig, prepare
 from model import Config, ModelConfig, TrainConfig
-from model.batches import DeviceBatches, cpu_batches, epoch_order
+from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
 from model.convlstm import ConvLSTMForecaster
 from model.trainer import Trainer
 
@@ -55,3 +55,23 @@ def test_compiled_training_matches_eager_training(data, tmp_path):
 
     eager, compiled = run(False), run(True)
     np.testing.assert_allclose(compiled, eager, rtol=1e-4)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("whole", [True, False])
+def test_data_parallel_shards_hold_each_step_s_windows_once(whole, world):
+    """Every optimizer step's windows land on exactly one rank; ranks run equally many micro-batches per step."""
+    starts = np.arange(100, 173)  # 73 windows: a last batch of one window and a last step of one micro-batch
+    steps = optimizer_steps(epoch_order(starts, True, 3, 1, 8), 3)
+    shards = [shard_steps(steps, rank, world, whole) for rank in range(world)]
+    stand_ins = 0
+    for i, step in enumerate(steps):
+        per_rank = [shards[r][i] for r in range(world)]
+        assert len({len(s) for s in per_rank}) == 1, "DDP needs the same number of backward passes on every rank"
+        real = np.concatenate([b for s in per_rank for b, is_real in s if is_real])
+        np.testing.assert_array_equal(np.sort(real), np.sort(np.concatenate(step)))
+        assert all(len(b) > 0 for s in per_rank for b, _ in s)
+        stand_ins += sum(not is_real for s in per_rank for _, is_real in s)
+        if whole:
+            assert all(len(b) in (8, 73 % 8) for s in per_rank for b, _ in s), "whole micro-batches are never cut"
+    assert stand_ins > 0, "the short last step needs a stand-in on some rank"

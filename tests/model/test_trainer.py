@@ -58,7 +58,8 @@ def test_accumulated_micro_batches_step_like_one_big_batch(gappy_data, tmp_path)
 def test_one_accumulation_step_has_the_gradient_of_the_whole_batch(gappy_data, tmp_path):
     """The gradient itself, before any optimizer step: k micro-batches of b against one batch of k*b."""
     trainer = Trainer(make_config(tmp_path, batch_size=8), gappy_data, torch.device("cpu"))
-    batch = next(iter(trainer._batches("train", shuffle=True, epoch=1)[0]))
+    shards, _ = trainer._train_steps(epoch=1)
+    batch = next(iter(trainer._source([shards[0][0][0]])))
 
     def grads(parts):
         trainer.model.zero_grad()

@@ -34,16 +34,23 @@ def config(out, **train) -> Config:
     return Config(data=DataConfig(), model=ModelConfig(hidden_channels=[4]), train=TrainConfig(**{**defaults, **train}))
 
 
-def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny, tmp_path):
+@pytest.mark.parametrize(("batch", "accumulation"), [(9, 2), (6, 3)],
+                         ids=["whole-micro-batches", "split-micro-batches"])
+def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny, tmp_path, batch, accumulation):
+    """(9, 2): each worker runs every other micro-batch of 9, and the epoch's last step has one micro-batch (of 7
+    windows), so rank 1 runs a stand-in. (6, 3): each takes 3 windows of every micro-batch, and the last one holds
+    a single window, so rank 1 runs a stand-in there."""
     from tune.distributed import fit_distributed
 
-    assert len(tiny.starts("train")) % 6 == 1, "the last batch of an epoch leaves one rank without a window"
-    single = fit(config(tmp_path / "one"), tiny)
-    parallel = fit_distributed(config(tmp_path / "two", ddp_cpu_workers=2), tiny)
+    n = len(tiny.starts("train"))
+    assert n == 79 and (-(-n // batch) % accumulation == 1 if batch == 9 else n % batch == 1)
+    single = fit(config(tmp_path / "one", batch_size=batch, gradient_accumulation_steps=accumulation), tiny)
+    parallel = fit_distributed(config(tmp_path / "two", batch_size=batch, gradient_accumulation_steps=accumulation,
+                                      ddp_cpu_workers=2), tiny)
 
     assert [r.epoch for r in parallel] == [r.epoch for r in single] == [1, 2, 3]
     for a, b in zip(parallel, single):
-        assert a.effective_batch_size == b.effective_batch_size == 12
+        assert a.effective_batch_size == b.effective_batch_size == batch * accumulation
         np.testing.assert_allclose([a.train_loss, a.val_loss, a.val_rmse], [b.train_loss, b.val_loss, b.val_rmse],
                                    rtol=1e-4)
     one, two = (ckpt_io.load(tmp_path / d / "best.pt") for d in ("one", "two"))  # same files, same format
@@ -54,8 +61,11 @@ def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny,
 
 
 def test_a_batch_that_does_not_split_over_the_workers_is_refused_in_one_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"--batch-size 6 does not split over 4 data-parallel workers.*multiple of 4"):
+    with pytest.raises(ConfigError, match=r"--batch-size 6 with --gradient-accumulation-steps 2 does not split over 4 "
+                                          r"data-parallel workers: make the accumulation steps a multiple of 4"):
         config(tmp_path, num_gpus=4).validate()
+    config(tmp_path, num_gpus=4, gradient_accumulation_steps=4).validate()  # whole micro-batches per worker
+    config(tmp_path, num_gpus=3).validate()  # 2 windows of every micro-batch each
     with pytest.raises(ConfigError, match="pick one"):
         config(tmp_path, num_gpus=2, ddp_cpu_workers=2).validate()
 
@@ -76,7 +86,7 @@ def test_retrain_with_two_cpu_workers_writes_the_single_process_outputs(
     assert {"best.pt", "last.pt", "metrics.json", "metrics.md", "metrics.jsonl"} <= {p.name for p in out.iterdir()}
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2] and {r["effective_batch_size"] for r in history} == {4}
-    assert "2 CPU workers (batch 2 per worker, effective batch 4)" in proc.stdout
+    assert "2 CPU workers (batch 2 x 1 accumulation steps per worker, effective batch 4)" in proc.stdout
 
 
 def test_the_module_trainer_points_data_parallel_runs_to_train_convlstm(run_main, demo_file, tmp_path):
@@ -111,3 +121,19 @@ def test_compiled_training_through_two_workers_follows_the_eager_loss_curve(ray_
                                       compile_mode="default"), tiny)
     np.testing.assert_allclose([(r.train_loss, r.val_loss) for r in compiled],
                                [(r.train_loss, r.val_loss) for r in eager], rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+@pytest.mark.parametrize(("batch", "accumulation"), [(9, 2), (6, 3)],
+                         ids=["whole-micro-batches", "split-micro-batches"])
+def test_two_gpus_with_cuda_graphs_follow_the_one_gpu_loss_curve(ray_session, tiny, tmp_path, batch, accumulation):
+    """NCCL, DDP around the compiled module, CUDA graphs and stand-ins: python -m pytest -m gpu on 2 GPUs."""
+    from tune.distributed import fit_distributed
+
+    gpu = dict(batch_size=batch, gradient_accumulation_steps=accumulation, device="cuda", use_amp=False,
+               compile=True, compile_mode="reduce-overhead")
+    single = fit(config(tmp_path / "one", **gpu), tiny)
+    parallel = fit_distributed(config(tmp_path / "two", num_gpus=2, **gpu), tiny)
+    np.testing.assert_allclose([(r.train_loss, r.val_loss) for r in parallel],
+                               [(r.train_loss, r.val_loss) for r in single], rtol=2e-3)

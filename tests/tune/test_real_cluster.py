@@ -174,3 +174,34 @@ def _wait_for_a_checkpointed_trial_on(node_id: str, experiment: Path, deadline: 
                 return result.parent
         time.sleep(0.2)
     raise AssertionError(f"no trial reported an epoch on node {node_id} in time")
+
+
+@pytest.mark.slow  # ~40 s: python -m pytest tests/tune/test_real_cluster.py -m slow
+def test_data_parallel_training_spans_both_nodes_and_matches_one_process(real_cluster, demo_nc, tmp_path):
+    """Two gloo workers of one CPU each on two nodes of one CPU each: one worker per node, as on two machines.
+
+    `train_convlstm.py --ddp-cpu-workers 2` with RAY_ADDRESS (what the README shows for a cluster) against the same
+    config in one process: the same losses, and the checkpoints in --output-dir."""
+    address, head_dir, worker_dir, _ = real_cluster
+    alive_nodes(address, 2)
+    common = ["train_convlstm.py", "--data", demo_nc, "--hidden-channels", 4, "--batch-size", 4,
+              "--gradient-accumulation-steps", 2, "--num-epochs", 2, "--device", "cpu", "--num-workers", 0,
+              "--seed", 3, "--checkpoint-every", 0]
+    env = {**search_env(), "RAY_ADDRESS": address}
+    two = subprocess.run([sys.executable, *map(str, common), "--output-dir", str(tmp_path / "two"),
+                          "--ddp-cpu-workers", "2"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    one = subprocess.run([sys.executable, *map(str, common), "--output-dir", str(tmp_path / "one")], cwd=ROOT,
+                         env=search_env(), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+
+    from model import checkpoint as ckpt_io
+
+    histories = [ckpt_io.load(tmp_path / d / "last.pt")["history"] for d in ("one", "two")]
+    assert [r["epoch"] for r in histories[1]] == [1, 2]
+    for a, b in zip(*histories):
+        assert (b["train_loss"], b["val_loss"]) == pytest.approx((a["train_loss"], a["val_loss"]), rel=1e-4)
+    assert (tmp_path / "two" / "best.pt").is_file()
+    for node_dir in (head_dir, worker_dir):  # each node's own logs show a Ray Train worker
+        logs = node_dir / "session_latest" / "logs"
+        assert any(b"RayTrainWorker" in f.read_bytes() for f in logs.glob("worker-*.out")), node_dir

@@ -1,0 +1,35 @@
+"""CUDA-only paths: CUDA graphs (torch.compile mode reduce-overhead) and the fused optimizer.
+
+Skipped without a GPU; on a GPU machine: python -m pytest -m gpu
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from data_io import DataConfig, prepare
+from model import Config, ModelConfig, TrainConfig
+from model.trainer import fit
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from data_io.demo import write_demo
+
+    return prepare(DataConfig(data=str(write_demo(tmp_path_factory.mktemp("cuda") / "demo.nc", seed=2, days=40,
+                                                   resolution=5.0)), include_upstream=True))
+
+
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_cuda_graph_training_follows_eager_training(data, tmp_path, accumulation):
+    """Accumulation runs several forwards per optimizer step: each must be its own CUDA-graph step."""
+    def run(compile_model: bool) -> list:
+        train = TrainConfig(output_dir=str(tmp_path / str(compile_model)), num_epochs=2, num_workers=0, batch_size=4,
+                            gradient_accumulation_steps=accumulation, seed=1, learning_rate=1e-3, use_amp=False,
+                            device="cuda", compile=compile_model, compile_mode="reduce-overhead", checkpoint_every=0)
+        history = fit(Config(data=data.config, model=ModelConfig(hidden_channels=[8]), train=train), data)
+        return [(r.train_loss, r.val_loss) for r in history]
+
+    np.testing.assert_allclose(run(True), run(False), rtol=2e-3)
