@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import reference_file, write_json
-from data_io import DataConfig, prepare
+from data_io import ConfigError, DataConfig, prepare
 from model.config import Config, ModelConfig, TrainConfig, per_worker_batch
 from model.errors import release_memory
 from model.trainer import fit
@@ -56,13 +56,14 @@ def measure(data, workers: int, cpu: bool, args) -> dict:
             history = fit(config, data)
         wall = time.perf_counter() - started
     release_memory()  # the one-process run's cached GPU memory would otherwise stay with this driver
+    micro, accumulation = per_worker_batch(config.train, workers)
     timed = history[1:] or history
     return {
         "workers": workers, "device": "cpu" if cpu else "cuda", "wall_s": wall,
         "time_per_epoch_s": statistics.median(r.time_per_epoch_s for r in timed),
         "samples_per_s": statistics.median(r.samples_per_s for r in timed),
-        "per_worker_batch": per_worker_batch(config.train)[0],
-        "per_worker_accumulation": per_worker_batch(config.train)[1], "effective_batch_size": history[-1].effective_batch_size,
+        "per_worker_batch": micro, "per_worker_accumulation": accumulation,
+        "effective_batch_size": history[-1].effective_batch_size,
         "peak_memory_mb": max(r.peak_memory_mb for r in timed), "val_loss": history[-1].val_loss,
         "epochs": [r.to_dict() for r in history],
     }
@@ -74,7 +75,8 @@ def table(rows: list[dict]) -> str:
              "efficiency |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         speedup = base / r["time_per_epoch_s"]
-        lines.append(f"| {r['workers']} | {r['device']} | {r['per_worker_batch']} x {r['per_worker_accumulation']} | {r['time_per_epoch_s']:.2f} | "
+        share = f"{r['per_worker_batch']} x {r['per_worker_accumulation']}"
+        lines.append(f"| {r['workers']} | {r['device']} | {share} | {r['time_per_epoch_s']:.2f} | "
                      f"{r['samples_per_s']:.1f} | {speedup:.2f}x | {100 * speedup / r['workers']:.0f}% |")
     return "\n".join(lines)
 
@@ -96,9 +98,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for key, value in SAFE_NCCL_ENV.items():
         os.environ.setdefault(key, value)
     for n in args.gpus:
-        if n < 1 or (args.batch_size % n and args.accumulation % n):
-            p.error(f"--gpus {n}: --batch-size {args.batch_size} or --accumulation {args.accumulation} must be a "
-                    f"multiple of {n}")
+        try:
+            if n < 1:
+                raise ConfigError("worker counts must be positive")
+            per_worker_batch(TrainConfig(batch_size=args.batch_size, gradient_accumulation_steps=args.accumulation), n)
+        except ConfigError as exc:
+            p.error(f"--gpus {n}: {exc}")
 
     data = prepare(DataConfig(data=str(reference_file(Path(args.data), args.days))))
     _, c, h, w = data.inputs.shape

@@ -11,7 +11,6 @@ getrusage(RUSAGE_CHILDREN)) and the wall time of each step. The file and its cac
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import shutil

@@ -92,14 +92,8 @@ class Config:
         if t.num_gpus > 1 and t.ddp_cpu_workers > 1:
             raise ConfigError(f"--num-gpus {t.num_gpus} and --ddp-cpu-workers {t.ddp_cpu_workers}: pick one")
         workers = data_parallel_workers(t)
-        if workers > 1 and t.gradient_accumulation_steps % workers and t.batch_size % workers:
-            raise ConfigError(data_parallel_split_error(t.batch_size, t.gradient_accumulation_steps, workers))
-
-
-def data_parallel_split_error(batch_size: int, accumulation: int, workers: int) -> str:
-    return (f"--batch-size {batch_size} with --gradient-accumulation-steps {accumulation} does not split over "
-            f"{workers} data-parallel workers: make the accumulation steps a multiple of {workers} (each worker then "
-            f"runs whole micro-batches) or the batch size a multiple of {workers} (each takes batch/N of every one)")
+        if workers > 1:
+            per_worker_batch(t, workers)  # refuses an effective batch that does not share out
 
 
 def data_parallel_workers(t: TrainConfig) -> int:
@@ -107,12 +101,22 @@ def data_parallel_workers(t: TrainConfig) -> int:
     return max(1, t.num_gpus, t.ddp_cpu_workers)
 
 
-def per_worker_batch(t: TrainConfig) -> tuple[int, int]:
-    """(micro-batch, micro-batches per optimizer step) of each data-parallel worker (model/batches.shard_steps)."""
-    n = data_parallel_workers(t)
-    if t.gradient_accumulation_steps % n == 0:
-        return t.batch_size, t.gradient_accumulation_steps // n
-    return t.batch_size // n, t.gradient_accumulation_steps
+def per_worker_batch(t: TrainConfig, workers: int) -> tuple[int, int]:
+    """(micro-batch, micro-batches per optimizer step) of each of `workers` data-parallel workers.
+
+    Whole micro-batches when the accumulation steps divide by N (each GPU keeps the searched micro-batch), else
+    batch/N windows of every one (model/batches.shard_steps); the effective batch is the same either way.
+    """
+    accumulation = t.gradient_accumulation_steps
+    if accumulation % workers == 0:
+        return t.batch_size, accumulation // workers
+    if t.batch_size % workers == 0:
+        return t.batch_size // workers, accumulation
+    raise ConfigError(
+        f"--batch-size {t.batch_size} with --gradient-accumulation-steps {accumulation} does not split over {workers} "
+        f"data-parallel workers: make the accumulation steps a multiple of {workers} (each worker then runs whole "
+        f"micro-batches) or the batch size a multiple of {workers} (each takes batch/N of every one)"
+    )
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data_io import ConfigError, PreparedData, prepare
+from data_io import PreparedData, prepare
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
-from model.config import Config, data_parallel_split_error
+from model.config import Config, per_worker_batch
 from model.convlstm import ConvLSTMForecaster
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
@@ -99,10 +99,7 @@ class Trainer:
             device = torch.device("cuda", torch.cuda.current_device())  # DDP and memory queries want an index
         self.config, self.data, self.device = config, data, device
         self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if _distributed() else (0, 1)
-        # Whole micro-batches per rank when the accumulation allows it: each GPU keeps the searched micro-batch.
-        self.whole_batches = t.gradient_accumulation_steps % self.world == 0
-        if not self.whole_batches and t.batch_size % self.world:
-            raise ConfigError(data_parallel_split_error(t.batch_size, t.gradient_accumulation_steps, self.world))
+        self.whole_batches = per_worker_batch(t, self.world)[0] == t.batch_size  # else batch/N of each micro-batch
         self.out_dir = Path(t.output_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(t.seed)

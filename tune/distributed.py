@@ -8,7 +8,8 @@ use_gpu=True)), sets up torch.distributed (NCCL on GPUs, gloo on CPUs) and runs 
 process group and trains with DistributedDataParallel. The windows of each optimizer step of the single-process
 run are shared over the ranks, so a step sees the searched effective batch: whole micro-batches per rank when
 --gradient-accumulation-steps divides by N (each GPU keeps the searched micro-batch and runs 1/N of them), else
-batch_size / N windows of every micro-batch (model/batches.shard_steps). Metrics are all-reduced, so early stopping decides the same on every rank.
+batch_size / N windows of every micro-batch (model/batches.shard_steps). Metrics are all-reduced, so early
+stopping decides the same on every rank.
 
 Rank 0 writes last.pt / best.pt into --output-dir exactly as a single-process run does, and reports them to Ray
 Train too: a failed worker group is restarted from the latest (--max-failures), and when rank 0 ran on another
@@ -58,7 +59,7 @@ def fit_distributed(
     out = Path(config.train.output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config.train.output_dir = str(out)  # workers may start in another folder
-    micro, accumulation = per_worker_batch(config.train)
+    micro, accumulation = per_worker_batch(config.train, workers)
     log.info("Training data-parallel on %d %s workers (batch %d x %d accumulation steps per worker, effective "
              "batch %d)", workers, "GPU" if use_gpu else "CPU", micro, accumulation,
              config.train.batch_size * config.train.gradient_accumulation_steps)

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import logging
 import os
-import sys
 from pathlib import Path
 
 import yaml
