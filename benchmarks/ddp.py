@@ -1,6 +1,7 @@
 """Data-parallel speed-up: time per epoch on 1 GPU (one process) and on N GPUs (Ray Train, DDP) at the reference grid.
 
-    python -m benchmarks.ddp --gpus 1 2 [--epochs 4] [--compile] [--accumulation 2] [--output benchmarks/results/ddp.json]
+    python -m benchmarks.ddp --gpus 1 2 [--epochs 4] [--compile] [--accumulation 2]
+                             [--output benchmarks/results/ddp.json]
     python -m benchmarks.ddp --gpus 1 2 --cpu --days 20 --hidden-channels 4   # the same logic on CPU workers (gloo)
 
 Reference: 0.25 deg, 56 input channels, downstream 61x61, window 6, precipitation target, hidden [64, 64],

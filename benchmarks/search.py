@@ -1,8 +1,8 @@
 """Search-level costs on one machine: trial start-up, GPU packing, host memory per concurrent trial.
 
-    python -m benchmarks.search packing [--samples 12]      # same small-config search at 1 and 4 trials per GPU
-    python -m benchmarks.search oom                         # issue 3's GPU table: 0.25 GPU per trial, some configs too big
-    python -m benchmarks.search cpu                         # the default CPU search (python -m tune.search --device auto)
+    python -m benchmarks.search packing [--samples 12]   # same small-config search at 1 and 4 trials per GPU
+    python -m benchmarks.search oom                      # issue 3's GPU table: 0.25 GPU per trial, some configs too big
+    python -m benchmarks.search cpu                      # the default CPU search (python -m tune.search --device auto)
 
 Trial overhead = Ray starts the trial (Tune callback) -> the trial's first optimizer step has finished.
 Host memory = peak of the machine's used memory during the search minus before it (sampled every 0.2 s).
@@ -63,7 +63,8 @@ class MemorySampler:
             uss, n = 0, 0
             for proc in psutil.process_iter(["name", "cmdline"]):
                 try:
-                    if "train_trial" in " ".join(proc.info["cmdline"] or []) or "ImplicitFunc" in (proc.info["name"] or ""):
+                    if ("train_trial" in " ".join(proc.info["cmdline"] or [])
+                            or "ImplicitFunc" in (proc.info["name"] or "")):
                         uss += proc.memory_full_info().uss
                         n += 1
                 except (psutil.Error, OSError):
@@ -98,7 +99,8 @@ def run_one(argv: list[str], storage: Path, name: str) -> dict:
             to_entry.append(first["trial_started_at"] - starts.started[tid])
     done = int(table["status"].isin(["ok", "stopped early", "oom", "diverged"]).sum())
     return {
-        "name": name, "argv": argv, "wall_s": wall, "command_s": total, "trials_done": done, "trials_per_hour": done / wall * 3600,
+        "name": name, "argv": argv, "wall_s": wall, "command_s": total, "trials_done": done,
+        "trials_per_hour": done / wall * 3600,
         "overhead_s_median": statistics.median(overheads) if overheads else None,
         "overhead_s_max": max(overheads) if overheads else None, "overhead_s": overheads,
         "to_trainable_entry_s": to_entry,
@@ -137,15 +139,17 @@ def main(argv: list[str] | None = None) -> None:
         storage.mkdir(parents=True, exist_ok=True)
         space.write_text("hidden_channels: {layers: [1, 1], widths: [8, 16]}\nbatch_size: [4, 8]\n"
                          "gradient_accumulation_steps: [1]\n")
-        common = ["--data", str(data), "--num-samples", str(args.samples), "--max-epochs", str(args.epochs), "--grace-epochs", str(args.epochs),
-                  "--space", str(space), "--cpus-per-trial", "2", "--num-workers", "0", "--seed", "1"]
+        common = ["--data", str(data), "--num-samples", str(args.samples), "--max-epochs", str(args.epochs),
+                  "--grace-epochs", str(args.epochs), "--space", str(space), "--cpus-per-trial", "2",
+                  "--num-workers", "0", "--seed", "1"]
         runs.append(run_one(common + ["--gpus-per-trial", "1"], storage, f"pack1-{stamp}"))
         runs.append(run_one(common + ["--gpus-per-trial", "0.25"], storage, f"pack4-{stamp}"))
         if args.noreuse:
-            runs.append(run_one(common + ["--gpus-per-trial", "0.25", "--no-reuse-actors"], storage, f"pack4-noreuse-{stamp}"))
+            runs.append(run_one(common + ["--gpus-per-trial", "0.25", "--no-reuse-actors"], storage,
+                                f"pack4-noreuse-{stamp}"))
         speedup = runs[1]["trials_per_hour"] / runs[0]["trials_per_hour"]
-        print(f"packing: {runs[0]['trials_per_hour']:.0f} trials/h at 1 per GPU, {runs[1]['trials_per_hour']:.0f} at 4 per GPU "
-              f"({speedup:.2f}x)")
+        print(f"packing: {runs[0]['trials_per_hour']:.0f} trials/h at 1 per GPU, "
+              f"{runs[1]['trials_per_hour']:.0f} at 4 per GPU ({speedup:.2f}x)")
     elif args.which == "oom":
         data = reference_file("/tmp/convlstm_reference_up.nc", args.days, upstream=True)
         space = storage / "oom_space.yaml"
@@ -161,7 +165,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in runs:
         print(f"{r['name']}: {r['trials_done']} trials in {r['wall_s']:.0f} s ({r['trials_per_hour']:.0f}/h), "
               f"overhead median {r['overhead_s_median']} s max {r['overhead_s_max']} s, "
-              f"host memory +{r['host_memory_peak_mb']:.0f} MB, trial processes USS {r['trial_processes_uss_peak_mb']:.0f} MB "
+              f"host memory +{r['host_memory_peak_mb']:.0f} MB, "
+              f"trial processes USS {r['trial_processes_uss_peak_mb']:.0f} MB "
               f"({r['trial_processes_at_peak']} processes)")
         print("  overhead per trial:", [round(x, 2) for x in r["overhead_s"]], "of which to trainable entry:",
               [round(x, 2) for x in r["to_trainable_entry_s"]])

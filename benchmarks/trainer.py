@@ -22,15 +22,17 @@ from model.trainer import Trainer
 
 VARIANTS = {
     # name: TrainConfig overrides; each row adds one option to the one before unless it says otherwise
-    "plain (fp32, DataLoader, no options)": dict(use_amp=False, data_on_device="off", cudnn_benchmark=False, num_workers=2),
+    "plain (fp32, DataLoader, no options)": dict(use_amp=False, data_on_device="off", cudnn_benchmark=False,
+                                                 num_workers=2),
     "+ bf16 autocast": dict(use_amp=True, data_on_device="off", cudnn_benchmark=False, num_workers=2),
     "+ data on GPU": dict(use_amp=True, data_on_device="on", cudnn_benchmark=False),
     "+ cuDNN autotune": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True),
     "+ channels-last": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True),
     "+ torch.compile": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True, compile=True),
-    "+ CUDA graphs (compile reduce-overhead)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True,
-                                                    compile=True, compile_mode="reduce-overhead"),
-    "defaults + torch.compile (no channels-last)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, compile=True),
+    "+ CUDA graphs (compile reduce-overhead)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True,
+                                                    channels_last=True, compile=True, compile_mode="reduce-overhead"),
+    "defaults + torch.compile (no channels-last)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True,
+                                                        compile=True),
 }
 
 

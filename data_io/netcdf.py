@@ -191,7 +191,8 @@ def _pick(requested: list[str] | None, available: list[str], flag: str, path: st
 
 def _default_box(cfg: DataConfig, prefix: str) -> bool:
     defaults = {f.name: f.default for f in fields(DataConfig)}
-    return all(getattr(cfg, f"{prefix}_{k}") == defaults[f"{prefix}_{k}"] for k in ("lat_min", "lat_max", "lon_min", "lon_max"))
+    return all(getattr(cfg, f"{prefix}_{k}") == defaults[f"{prefix}_{k}"]
+               for k in ("lat_min", "lat_max", "lon_min", "lon_max"))
 
 
 def _box(ds: xr.Dataset, cfg: DataConfig, prefix: str):

@@ -18,7 +18,8 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))
-    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", handlers=handlers, force=True)
+    logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", handlers=handlers,
+                        force=True)
 
 
 def run_cli(main: Callable[[], int | None], prog: str) -> None:

@@ -39,7 +39,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises several types for truncated or foreign files
-        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}); pass best.pt or last.pt") from None
+        raise ConfigError(f"{path}: not a readable checkpoint ({type(exc).__name__}); "
+                          "pass best.pt or last.pt") from None
 
 
 def rng_state() -> dict:

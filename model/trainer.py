@@ -107,7 +107,8 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = t.cudnn_benchmark
         self.model = build_model(config, data).to(device)
-        self.memory_format = torch.channels_last if (t.channels_last and device.type == "cuda") else torch.contiguous_format
+        self.memory_format = (torch.channels_last if (t.channels_last and device.type == "cuda")
+                              else torch.contiguous_format)
         self.model = self.model.to(memory_format=self.memory_format)
         if t.compile:
             torch._dynamo.reset()  # a reused process (search trial, benchmark) would otherwise hit the recompile limit
@@ -383,7 +384,8 @@ def checkpoint_meta(data: PreparedData) -> dict:
         "lat": data.lat.tolist(),
         "lon": data.lon.tolist(),
         "upstream_shape": list(data.upstream.shape[-2:]) if data.upstream is not None else None,
-        "levels": {k: [float(v) if isinstance(v, (int, float)) else str(v) for v in lv] for k, lv in data.levels.items()},
+        "levels": {k: [float(v) if isinstance(v, (int, float)) else str(v) for v in lv]
+                   for k, lv in data.levels.items()},
         "target_attrs": data.target_attrs,
         "lon_signed": data.lon_signed,
     }

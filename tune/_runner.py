@@ -35,12 +35,15 @@ def run_search(
     _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
     if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
-        (experiment / "search.yaml").write_text(yaml.safe_dump({"config": base, "space": space, "search": asdict(search)}))
+        (experiment / "search.yaml").write_text(
+            yaml.safe_dump({"config": base, "space": space, "search": asdict(search)}))
     resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
     concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, gpus)
-    log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus, concurrent)
+    log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus,
+             concurrent)
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, base=base, resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
+        tune.with_parameters(train_trial, data=data, base=base,
+                             resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
         resources,
     )
     storage = optuna.storages.RDBStorage(f"sqlite:///{experiment / 'optuna.db'}")
@@ -91,7 +94,9 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         space=functools.partial(define_by_run, spec=space),
         metric=METRIC,
         mode=MODE,
-        sampler=optuna.samplers.TPESampler(seed=base["train"]["seed"], n_startup_trials=min(10, max(2, search.num_samples // 2))),
+        sampler=optuna.samplers.TPESampler(
+            seed=base["train"]["seed"], n_startup_trials=min(10, max(2, search.num_samples // 2))
+        ),
         storage=storage,
         study_name=study_name,
     )
@@ -194,7 +199,8 @@ def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
         config.train.num_epochs = defaults.num_epochs
         config.train.output_dir = str(experiment / "best")
         header = (f"# Best trial {best['trial_id']} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
-                  f"{best['epochs']} epochs.\n# Train it fully: python train_convlstm.py --config {experiment / 'best_config.yaml'}\n")
+                  f"{best['epochs']} epochs.\n"
+                  f"# Train it fully: python train_convlstm.py --config {experiment / 'best_config.yaml'}\n")
         (experiment / "best_config.yaml").write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
         print(f"Best config: {experiment / 'best_config.yaml'}")
         print(f"Optuna study: optuna-dashboard sqlite:///{experiment / 'optuna.db'}")

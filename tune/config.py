@@ -10,16 +10,33 @@ class SearchConfig:
     num_samples: int = field(default=8, metadata={"help": "trials to run"})
     max_epochs: int = field(default=3, metadata={"help": "epochs per trial at most (ASHA's max_t)"})
     grace_epochs: int = field(default=1, metadata={"help": "epochs every trial runs before ASHA may stop it"})
-    name: str | None = field(default=None, metadata={"help": "experiment name (default: a timestamp); reusing one resumes it"})
-    storage_path: str = field(default="runs", metadata={"help": "experiments live in STORAGE_PATH/NAME (shared storage on a cluster)"})
-    space: str | None = field(default=None, metadata={"help": "YAML file that replaces or narrows parts of the search space"})
+    name: str | None = field(
+        default=None, metadata={"help": "experiment name (default: a timestamp); reusing one resumes it"}
+    )
+    storage_path: str = field(
+        default="runs", metadata={"help": "experiments live in STORAGE_PATH/NAME (shared storage on a cluster)"}
+    )
+    space: str | None = field(
+        default=None, metadata={"help": "YAML file that replaces or narrows parts of the search space"}
+    )
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = field(
-        default=None, metadata={"help": "GPUs per trial; a fraction packs trials on one GPU (default: 1 when the cluster has GPUs, else 0)"}
+        default=None,
+        metadata={
+            "help": "GPUs per trial; a fraction packs trials on one GPU (default: 1 when the cluster has GPUs, else 0)"
+        },
     )
     max_concurrent_trials: int | None = None
-    address: str | None = field(default=None, metadata={"help": "existing Ray cluster (HOST:PORT); default: start a local one"})
+    address: str | None = field(
+        default=None, metadata={"help": "existing Ray cluster (HOST:PORT); default: start a local one"}
+    )
     resume: bool = field(default=False, metadata={"help": "continue the interrupted experiment --name"})
-    time_budget_s: float | None = field(default=None, metadata={"help": "stop starting/continuing trials after this many seconds"})
-    reuse_actors: bool = field(default=True, metadata={"help": "run the next trial in a finished trial's warm process (see BENCHMARKS.md)"})
-    max_failures: int = field(default=2, metadata={"help": "retries of a trial whose worker died, from its last checkpoint"})
+    time_budget_s: float | None = field(
+        default=None, metadata={"help": "stop starting/continuing trials after this many seconds"}
+    )
+    reuse_actors: bool = field(
+        default=True, metadata={"help": "run the next trial in a finished trial's warm process (see BENCHMARKS.md)"}
+    )
+    max_failures: int = field(
+        default=2, metadata={"help": "retries of a trial whose worker died, from its last checkpoint"}
+    )

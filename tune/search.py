@@ -42,7 +42,8 @@ def demo_path() -> Path:
     """The demo dataset, written once into the user's cache folder."""
     from data_io.demo import write_demo
 
-    cache = Path(os.environ.get("CONVLSTM_TUNE_CACHE", Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convlstm-tune"))
+    cache = Path(os.environ.get("CONVLSTM_TUNE_CACHE",
+                                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convlstm-tune"))
     path = cache / "demo_seed0.nc"
     if not path.is_file():
         log.info("Writing the demo dataset to %s (once)", path)
@@ -98,7 +99,8 @@ def _validate(search: SearchConfig) -> None:
         if getattr(search, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, but got {getattr(search, name)}")
     if search.grace_epochs > search.max_epochs:
-        raise ConfigError(f"--grace-epochs {search.grace_epochs} is more than --max-epochs {search.max_epochs}; lower it")
+        raise ConfigError(f"--grace-epochs {search.grace_epochs} is more than --max-epochs {search.max_epochs}; "
+                          "lower it")
     if search.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial must be positive, but got {search.cpus_per_trial}")
     if search.gpus_per_trial is not None and search.gpus_per_trial < 0:

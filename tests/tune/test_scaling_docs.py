@@ -1,4 +1,5 @@
-"""README.md ("Scaling out") and examples/: the cluster file is valid for `ray up`, and every command they show parses."""
+"""README.md ("Scaling out") and examples/: the cluster file is valid for `ray up`, and every command they show
+parses."""
 
 from __future__ import annotations
 
