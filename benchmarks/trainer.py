@@ -20,17 +20,20 @@ from data_io import DataConfig, prepare
 from model.config import Config, ModelConfig, TrainConfig
 from model.trainer import Trainer
 
+EAGER = dict(cuda_graphs=False)
 VARIANTS = {
     # name: TrainConfig overrides; each row adds one option to the one before unless it says otherwise
-    "plain (fp32, DataLoader, no options)": dict(use_amp=False, data_on_device="off", cudnn_benchmark=False,
+    "plain (fp32, DataLoader, no options)": dict(**EAGER, use_amp=False, data_on_device="off", cudnn_benchmark=False,
                                                  num_workers=2),
-    "+ bf16 autocast": dict(use_amp=True, data_on_device="off", cudnn_benchmark=False, num_workers=2),
-    "+ data on GPU": dict(use_amp=True, data_on_device="on", cudnn_benchmark=False),
-    "+ cuDNN autotune": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True),
-    "+ channels-last": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True),
+    "+ bf16 autocast": dict(**EAGER, use_amp=True, data_on_device="off", cudnn_benchmark=False, num_workers=2),
+    "+ data on GPU": dict(**EAGER, use_amp=True, data_on_device="on", cudnn_benchmark=False),
+    "+ cuDNN autotune": dict(**EAGER, use_amp=True, data_on_device="on", cudnn_benchmark=True),
+    "+ channels-last": dict(**EAGER, use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True),
     "+ torch.compile": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True, channels_last=True, compile=True),
     "+ CUDA graphs (compile reduce-overhead)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True,
                                                     channels_last=True, compile=True, compile_mode="reduce-overhead"),
+    "default path (CUDA-graphed eager steps)": dict(use_amp=True, data_on_device="on"),
+    "default path + cuDNN autotune": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True),
     "defaults + torch.compile (no channels-last)": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True,
                                                         compile=True),
 }
@@ -43,13 +46,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="/tmp/convlstm_reference.nc")
     p.add_argument("--hidden-channels", type=int, nargs="+", default=[64, 64])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--upstream", action="store_true", help="include the upstream box (graphcast's settings)")
     p.add_argument("--only", nargs="*", help="variant name prefixes to run")
     p.add_argument("--output", default="benchmarks/results/trainer.json")
     args = p.parse_args(argv)
 
     device = torch.device("cuda")
     peak = matmul_tflops(device)
-    data = prepare(DataConfig(data=str(reference_file(args.data, args.days))))
+    path = args.data.replace(".nc", "_upstream.nc") if args.upstream else args.data
+    data = prepare(DataConfig(data=str(reference_file(path, args.days, upstream=args.upstream)),
+                              include_upstream=args.upstream))
     _, c, h, w = data.inputs.shape
     flops = convlstm_train_flops(args.hidden_channels, c, data.targets.shape[1], h * w, data.config.window_size)
     print(f"bf16 matmul: {peak:.0f} TFLOP/s; grid {h}x{w}, {c} channels; {flops / 1e9:.1f} GFLOP per training sample")

@@ -51,6 +51,11 @@ class TrainConfig:
     )
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format on CUDA"})
     cudnn_benchmark: bool = field(default=False, metadata={"help": "cuDNN autotuning on CUDA"})
+    cuda_graphs: bool = field(
+        default=True,
+        metadata={"help": "on CUDA, capture each eager train/validation step once per shape as a CUDA graph and "
+                          "replay it (exact; not under DDP or --compile)", "aliases": {"--no-cuda-graphs": False}},
+    )
     # Data-parallel training (tune/distributed.py, Ray Train): one worker process per GPU, on one node or several.
     num_gpus: int = field(
         default=0,

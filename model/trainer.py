@@ -33,6 +33,7 @@ from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_ste
 from model.config import Config, per_worker_batch
 from model.convlstm import ConvLSTMForecaster
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
+from model._graphs import StepGraphs
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
 from model.metrics import denormalize, latitude_weights, masked_sse, rmse, weighted_errors
 
@@ -136,6 +137,11 @@ class Trainer:
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
+        # Eager steps replayed as CUDA graphs (model/_graphs.py). Not under DDP, whose all-reduce hooks run on the
+        # host during backward, and not with torch.compile, whose reduce-overhead mode makes graphs of its own.
+        self.graphed = t.cuda_graphs and device.type == "cuda" and self.world == 1 and not t.compile
+        self._train_graphs = StepGraphs(self._micro_step) if self.graphed else None
+        self._eval_graphs = StepGraphs(self._eval_forward) if self.graphed else None
         self.finite_targets = _finite_per_step(data.targets)
         stats = data.target_stats
         # Copies: arrays from Ray's object store are read-only, which torch.as_tensor warns about.
@@ -207,7 +213,24 @@ class Trainer:
         return tensor
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp) if self.amp else nullcontext()
+        # No cast cache when graphed: a cached bf16 weight would be a tensor from outside the graph's memory.
+        return (torch.autocast(self.device.type, dtype=self.amp, cache_enabled=not self.graphed) if self.amp
+                else nullcontext())
+
+    def _micro_step(self, x: torch.Tensor, up: torch.Tensor | None, y: torch.Tensor,
+                    weight: torch.Tensor) -> torch.Tensor:
+        """Forward, loss and backward of one micro-batch; gradients add into .grad. Returns its squared error."""
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with self._autocast():
+            pred = self.forward(x, up)
+        sse, _ = masked_sse(pred, y)
+        self.scaler.scale(sse * weight).backward()
+        return sse.detach()
+
+    def _eval_forward(self, x: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad(), self._autocast():
+            return self.forward(x, up)
 
     def _predict(self, batch: dict) -> torch.Tensor:
         if self.cuda_graphs:
@@ -273,6 +296,10 @@ class Trainer:
         total_sse = torch.zeros((), device=self.device)
         total_count = 0
         n_samples = 0
+        # Every micro-batch's loss weight, moved to the device once: a tensor made per step would sync the host.
+        weights = iter(torch.tensor([self.world / max(1, count) if is_real else 0.0
+                                     for shard, count in zip(shards, counts) for _, is_real in shard],
+                                    dtype=torch.float32).to(self.device).unbind())
         for shard, count in zip(_progress(shards, len(shards), f"epoch {epoch}"), counts):
             # Exact accumulation: every micro-batch's squared error is divided by the whole step's count, so the
             # summed gradient equals that of one batch holding the step's windows (NaN targets excluded). Across
@@ -281,12 +308,12 @@ class Trainer:
             for i, (_, is_real) in enumerate(shard):
                 b = self._to_device(next(batches))
                 sync = self.ddp is None or i == len(shard) - 1  # DDP all-reduces once, on the last micro-batch
+                weight = next(weights)  # a stand-in's is 0: zero gradient, still part of DDP's all-reduce
                 with nullcontext() if sync else self.ddp.no_sync():
-                    sse, _ = masked_sse(self._predict(b), b["y"])
-                    if not is_real:
-                        sse = sse * 0.0  # a stand-in: zero gradient, still part of DDP's all-reduce
-                    self.scaler.scale(sse * (self.world / count)).backward()
-                total_sse += sse.detach()
+                    step = self._train_graphs or self._micro_step
+                    sse = step(b["x"], b.get("up"), b["y"], weight)
+                if is_real:
+                    total_sse += sse
                 n_samples += b["x"].shape[0] if is_real else 0
             total_count += count
             self.scaler.unscale_(self.optimizer)
@@ -312,7 +339,7 @@ class Trainer:
         per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
         for b in self._eval_batches(split):
             b = self._to_device(b)
-            pred = self._predict(b)
+            pred = self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b)
             sse, count = masked_sse(pred, b["y"])
             sums["sse"] += sse
             sums["count"] += count
