@@ -54,7 +54,7 @@ class TrainConfig:
     cuda_graphs: bool = field(
         default=True,
         metadata={"help": "on CUDA, capture each eager train/validation step once per shape as a CUDA graph and "
-                          "replay it (exact; not under DDP or --compile)", "aliases": {"--no-cuda-graphs": False}},
+                          "replay it (exact; not under DDP or --compile)"},
     )
     # Data-parallel training (tune/distributed.py, Ray Train): one worker process per GPU, on one node or several.
     num_gpus: int = field(

@@ -39,7 +39,7 @@ def test_cuda_graph_training_follows_eager_training(data, tmp_path, accumulation
 def test_graphed_eager_steps_follow_eager_training(data, tmp_path, accumulation, use_amp):
     """The default CUDA path (eager steps replayed as CUDA graphs) against --no-cuda-graphs: same loss curves.
 
-    batch 5 leaves a smaller last batch each epoch (its own graph); some targets are NaN (masked) and the upstream
+    batch 6 leaves a smaller last batch each epoch (its own graph); some targets are NaN (masked) and the upstream
     stream is on.
     """
     import dataclasses
@@ -49,11 +49,11 @@ def test_graphed_eager_steps_follow_eager_training(data, tmp_path, accumulation,
     gappy = dataclasses.replace(data, targets=targets)
 
     def run(graphs: bool) -> list:
-        train = TrainConfig(output_dir=str(tmp_path / str(graphs)), num_epochs=3, num_workers=0, batch_size=5,
+        train = TrainConfig(output_dir=str(tmp_path / str(graphs)), num_epochs=3, num_workers=0, batch_size=6,
                             gradient_accumulation_steps=accumulation, seed=1, learning_rate=1e-3, use_amp=use_amp,
                             device="cuda", cuda_graphs=graphs, checkpoint_every=0)
         history = fit(Config(data=data.config, model=ModelConfig(hidden_channels=[8, 8]), train=train), gappy)
         return [(r.train_loss, r.val_loss, r.val_rmse) for r in history]
 
-    assert len(data.starts("train")) % 5, "the test needs a partial last batch"
+    assert len(data.starts("train")) % 6, "the test needs a partial last batch"
     np.testing.assert_allclose(run(True), run(False), rtol=1e-4 if not use_amp else 2e-3)
