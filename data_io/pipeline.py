@@ -146,7 +146,8 @@ def _fill(
 
     up = sel.streams.get("upstream")
     return {
-        "times": sel.times, "lat": sel.lat[sel.streams["inputs"].lat_idx], "lon": sel.lon[sel.streams["inputs"].lon_idx],
+        "times": sel.times, "lat": sel.lat[sel.streams["targets"].lat_idx],
+        "lon": sel.lon[sel.streams["targets"].lon_idx],
         "channels": in_channels, "target_channels": tgt_channels, "input_stats": in_stats, "target_stats": tgt_stats,
         "upstream_lat": sel.lat[up.lat_idx] if up else None, "upstream_lon": sel.lon[up.lon_idx] if up else None,
         "target_attrs": sel.target_attrs, "levels": sel.levels, "lon_signed": sel.lon_signed,
