@@ -1,6 +1,8 @@
-"""Pieces of the out-of-core path: time chunks, per-channel moments merged chunk by chunk, row-addressed .npy files.
+"""Pieces of the read pipeline: time chunks and the two sinks rows go to
+(MemoryRows: an array in RAM; RowFile: a row-addressed .npy file of the cache). Both sinks have one interface,
+so data_io.pipeline runs the same loop for either.
 
-Nothing here holds more than one chunk of one array in memory.
+Nothing here but MemoryRows holds more than one chunk of one array in memory.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from data_io.normalize import forward_transform
-
 
 def time_chunks(n_steps: int, step_bytes: int, budget_bytes: int) -> Iterator[tuple[int, int]]:
     """[t0, t1) ranges covering 0..n_steps whose rows take at most budget_bytes (at least one row each)."""
@@ -21,42 +21,26 @@ def time_chunks(n_steps: int, step_bytes: int, budget_bytes: int) -> Iterator[tu
         yield t0, min(n_steps, t0 + size)
 
 
-class ChannelMoments:
-    """Count, mean and sum of squared deviations per channel, in float64, NaNs skipped.
+class MemoryRows:
+    """A float32 (T, ...) array in memory with RowFile's interface."""
 
-    Chunks are merged with Chan et al.'s pairwise update, so the result equals one pass of np.nanmean/np.nanstd
-    over the concatenated chunks (to rounding) without the cancellation of a sum-of-squares formula.
-    """
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.array = np.empty(shape, dtype=np.float32)
+        self.shape = shape
+        self.row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * 4
 
-    def __init__(self, log: list[bool]) -> None:
-        self.log = list(log)
-        n = len(self.log)
-        self.count = np.zeros(n, dtype=np.int64)
-        self.mean = np.zeros(n, dtype=np.float64)
-        self.m2 = np.zeros(n, dtype=np.float64)
+    def write(self, positions: np.ndarray, rows: np.ndarray) -> None:
+        self.array[positions] = rows
 
-    def update(self, chunk: np.ndarray) -> None:
-        """chunk: (t, C, H, W) raw values, C in the order of ``log``."""
-        for c, is_log in enumerate(self.log):
-            x = forward_transform(chunk[:, c].astype(np.float64), is_log)
-            x = x[np.isfinite(x)]
-            if x.size == 0:
-                continue
-            n_b, mean_b = x.size, float(x.mean())
-            m2_b = float(np.square(x - mean_b).sum())
-            n_a = self.count[c]
-            n = n_a + n_b
-            delta = mean_b - self.mean[c]
-            self.mean[c] += delta * n_b / n
-            self.m2[c] += m2_b + delta * delta * n_a * n_b / n
-            self.count[c] = n
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        return self.array[t0:t1]  # a view: normalising it in place is the rewrite
 
-    def results(self) -> list[tuple[float, float]]:
-        """(mean, population std) per channel; (nan, nan) for a channel that had no finite value."""
-        out = []
-        for n, mean, m2 in zip(self.count, self.mean, self.m2):
-            out.append((float(mean), float(np.sqrt(m2 / n))) if n else (float("nan"), float("nan")))
-        return out
+    def rewrite(self, t0: int, rows: np.ndarray) -> None:
+        if not np.shares_memory(rows, self.array):
+            self.array[t0 : t0 + len(rows)] = rows
+
+    def close(self) -> None:
+        pass
 
 
 class RowFile:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from data_io._errors import ConfigError
+
 DEFAULT_LOG_VARIABLES = ["precipitation", "tp", "pr"]
 
 
@@ -55,3 +57,18 @@ class DataConfig:
         metadata={"help": "folder of that cache (default: $CONVLSTM_TUNE_CACHE, else .convlstm-cache next to the "
                           "data file, else ~/.cache/convlstm-tune)"},
     )
+
+
+def validate(cfg: DataConfig) -> None:
+    """Every check of a DataConfig on its own (the file's checks come when it is read)."""
+    for name in ("window_size", "target_offset", "forecast_steps"):
+        if getattr(cfg, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} must be at least 1, but got {getattr(cfg, name)}")
+    if not (0 < cfg.train_ratio < 1 and 0 < cfg.val_ratio < 1 and cfg.train_ratio + cfg.val_ratio < 1):
+        raise ConfigError(
+            f"--train-ratio {cfg.train_ratio} and --val-ratio {cfg.val_ratio} must be in (0, 1) "
+            "and sum to less than 1 (the rest is the test split)"
+        )
+    if cfg.cache_threshold_mb < 0:
+        raise ConfigError(f"--cache-threshold-mb must be 0 or more, but got {cfg.cache_threshold_mb}")

@@ -9,14 +9,13 @@ does not cover fall back to its overall mean, and metrics.json says which).
 from __future__ import annotations
 
 import calendar
-import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from data_io import DataError, PreparedData, prepare
+from data_io import DataError, PreparedData, prepare, time_step
 from data_io import denormalize as denormalize_np
 from model import checkpoint as ckpt_io
 from model.batches import cpu_batches, epoch_order
@@ -157,10 +156,7 @@ def evaluate_checkpoint(
 def _step_hours(times: np.ndarray) -> float | None:
     if len(times) < 2:
         return None
-    step = times[1] - times[0]
-    if isinstance(step, np.timedelta64):
-        return float(step / np.timedelta64(1, "h"))
-    return step.total_seconds() / 3600 if isinstance(step, dt.timedelta) else None
+    return float(time_step(times) / np.timedelta64(1, "h"))
 
 
 def _time_str(t) -> str:

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from data_io import ConfigError, DataError, NormStats, PreparedData, denormalize, open_dataset, prepare
+from data_io import ConfigError, DataError, NormStats, PreparedData, denormalize, open_dataset, prepare, time_step
 from data_io._coords import to_file_convention
 from model import checkpoint as ckpt_io
 from model._main import run_cli, setup_logging
@@ -266,12 +266,9 @@ def _parse_time(text: str, times: np.ndarray):
 
 
 def _time_step(times: np.ndarray, path: str):
-    """The file's time step (the median spacing), as a timedelta that adds to the file's time values."""
-    if len(times) < 2:
-        raise DataError(f"--data {path}: has a single time step, so the forecast's time step is unknown; "
-                        "pass a file with at least two steps")
-    diffs = sorted(times[1:] - times[:-1])
-    return diffs[len(diffs) // 2]
+    """The file's time step (data_io.time_step), as a timedelta that adds to the file's time values."""
+    step = time_step(times, f"--data {path}")
+    return step if np.issubdtype(times.dtype, np.datetime64) else step.astype("timedelta64[us]").item()
 
 
 def _iso(t) -> str:

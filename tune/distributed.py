@@ -32,7 +32,7 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
-from data_io import ConfigError, PreparedData, UserInputError, prepare
+from data_io import ConfigError, PreparedData, UserInputError, ensure_local, prepare
 from model._cli import build
 from model.config import Config, data_parallel_workers, per_worker_batch
 from model.errors import Diverged, OutOfMemory
@@ -97,7 +97,7 @@ def _check_resources(workers: int, use_gpu: bool) -> None:
 def _worker(loop_config: dict) -> list[dict]:
     """One rank: the config and data from the driver, a device, a resume point, then fit() reporting each epoch."""
     config = build(Config, loop_config["config"], "data-parallel config")
-    data = ray.get(loop_config["data"])
+    data = ensure_local(ray.get(loop_config["data"]))  # a node without the cache entry rebuilds it
     rank = ray.train.get_context().get_world_rank()
     if loop_config["use_gpu"]:
         device = ray.train.torch.get_device()

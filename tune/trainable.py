@@ -13,7 +13,7 @@ import ray
 import torch
 from ray import tune
 
-from data_io import PreparedData
+from data_io import PreparedData, ensure_local
 from model.config import Config
 from model.errors import Diverged, OutOfMemory
 from model.trainer import EpochRecord, fit
@@ -82,7 +82,7 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     try:
-        fit(config, data, on_epoch=report)
+        fit(config, ensure_local(data), on_epoch=report)  # a node without the cache entry rebuilds it
     except (OutOfMemory, Diverged) as exc:
         status = "oom" if isinstance(exc, OutOfMemory) else "diverged"
         peak = getattr(exc, "peak_memory_mb", math.nan)

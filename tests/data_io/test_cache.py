@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from data_io import ConfigError, DataConfig, DataError, prepare
+from data_io import ConfigError, DataConfig, DataError, ensure_local, prepare
 from data_io import cache as cache_mod
-from data_io._stream import ChannelMoments, time_chunks
+from data_io import pipeline
+from data_io._stream import time_chunks
+from data_io.normalize import ChannelMoments
 
 ARRAYS = ("inputs", "targets", "upstream")
 
@@ -24,7 +29,7 @@ def no_cache_env(monkeypatch):
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """A few time steps per chunk, so that every file in these tests is read in many chunks."""
-    monkeypatch.setattr(cache_mod, "CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(pipeline, "CHUNK_BYTES", 20_000)
 
 
 @pytest.fixture
@@ -73,7 +78,7 @@ def test_a_second_prepare_maps_the_cache_without_opening_the_file(demo_file, mon
     def refuse(path):
         raise AssertionError("the netCDF file was opened again")
 
-    monkeypatch.setattr("data_io.netcdf.open_dataset", refuse)
+    monkeypatch.setattr(pipeline, "open_dataset", refuse)
     again = prepare(DataConfig(data=str(demo_file), cache_threshold_mb=0, window_size=4))
     assert again.cache_dir == first.cache_dir and again.config.window_size == 4
     assert isinstance(again.inputs, np.memmap) and not again.inputs.flags.writeable
@@ -114,13 +119,96 @@ def test_a_pickle_names_the_cache_instead_of_copying_it(demo_file):
     assert_same(back, data, exact_stats=True)
 
 
-def test_unpickling_where_the_cache_is_missing_builds_it_again(demo_file):
+def test_unpickling_only_maps_files_and_ensure_local_rebuilds_with_a_log_line(demo_file, monkeypatch, caplog):
     data = prepare(DataConfig(data=str(demo_file), cache_threshold_mb=0))
     payload = pickle.dumps(data)
     shutil.move(data.cache_dir, str(demo_file.parent / "moved"))  # as on a node that never had it
+
+    def refuse(path):
+        raise AssertionError("unpickling opened the netCDF file")
+
+    monkeypatch.setattr(pipeline, "open_dataset", refuse)
     back = pickle.loads(payload)
-    assert (back.cache_dir and os.path.isdir(back.cache_dir)) and isinstance(back.inputs, np.memmap)
+    assert back.inputs is None and "inputs.npy is missing" in back.not_local
+    monkeypatch.undo()
+    with caplog.at_level(logging.WARNING, logger="data_io.pipeline"):
+        assert ensure_local(back) is back
+    assert any("Rebuilding" in r.message and "inputs.npy is missing" in r.message for r in caplog.records)
+    assert back.not_local is None and os.path.isdir(back.cache_dir) and isinstance(back.inputs, np.memmap)
     assert_same(back, data, exact_stats=True)
+
+
+def test_ensure_local_rebuilds_with_the_given_statistics(gappy_file):
+    fitted = prepare(DataConfig(data=str(gappy_file)))
+    data = prepare(DataConfig(data=str(gappy_file), cache_threshold_mb=0), stats=(fitted.input_stats,
+                                                                                   fitted.target_stats))
+    assert data.stats_given and not fitted.stats_given
+    payload = pickle.dumps(data)
+    shutil.rmtree(data.cache_dir)
+    back = ensure_local(pickle.loads(payload))
+    assert back.stats_given and back.splits["train"] == (0, 0)
+    assert_same(back, data, exact_stats=True)
+
+
+class _CreatesFile:
+    """Unpickled, this would create a file: proof that a cache entry's contents are never unpickled."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _save_as(path, arr, **kwargs):
+    """A new file under the old name: the arrays already mapped from the old one stay readable."""
+    tmp = path.with_name("tmp-" + path.name)
+    np.save(tmp, arr, **kwargs)
+    os.replace(tmp, path)
+
+
+def _tamper(entry, how, marker):
+    if how == "bad json":
+        (entry / "meta.json").write_text('{"identity": ')
+    elif how == "json of another entry":
+        meta = json.loads((entry / "meta.json").read_text())
+        meta["identity"]["size"] += 1
+        (entry / "meta.json").write_text(json.dumps(meta))
+    elif how == "wrong shape":
+        _save_as(entry / "inputs.npy", np.zeros((3, 1, 2, 2), dtype=np.float32))
+    elif how == "wrong dtype":
+        _save_as(entry / "targets.npy", np.load(entry / "targets.npy").astype(np.float64))
+    elif how == "missing array":
+        os.remove(entry / "targets.npy")
+    elif how == "old pickle meta":
+        os.remove(entry / "meta.json")
+        (entry / "meta.pkl").write_bytes(pickle.dumps({"arrays": ["inputs"], "x": _CreatesFile(marker)}))
+    elif how == "pickled npy":
+        _save_as(entry / "inputs.npy", np.array([_CreatesFile(marker)], dtype=object), allow_pickle=True)
+
+
+@pytest.mark.parametrize("how", ["bad json", "json of another entry", "wrong shape", "wrong dtype", "missing array",
+                                 "old pickle meta", "pickled npy"])
+def test_a_tampered_entry_is_rebuilt_with_a_log_line_and_never_unpickled(demo_file, tmp_path, caplog, how):
+    cfg = DataConfig(data=str(demo_file), cache_threshold_mb=0)
+    first = prepare(cfg)
+    marker = tmp_path / "payload-ran"
+    _tamper(Path(first.cache_dir), how, marker)
+    with caplog.at_level(logging.WARNING, logger="data_io.cache"):
+        again = prepare(cfg)
+    assert not marker.exists()
+    assert [r for r in caplog.records if "is not usable" in r.message and first.cache_dir in r.message]
+    assert again.cache_dir == first.cache_dir and isinstance(again.inputs, np.memmap)
+    assert_same(again, first, exact_stats=True)
+    assert not (Path(again.cache_dir) / "meta.pkl").exists()
+
+
+def test_unpickling_maps_nothing_from_a_tampered_entry(demo_file, tmp_path):
+    data = prepare(DataConfig(data=str(demo_file), cache_threshold_mb=0))
+    marker = tmp_path / "payload-ran"
+    _tamper(Path(data.cache_dir), "pickled npy", marker)
+    back = pickle.loads(pickle.dumps(data))
+    assert back.inputs is None and "not a readable .npy array" in back.not_local and not marker.exists()
 
 
 def test_statistics_passed_in_normalise_the_whole_file(gappy_file, tiny_chunks):
