@@ -3,7 +3,7 @@
 from data_io._errors import ConfigError, DataError, UserInputError
 from data_io.config import DataConfig
 from data_io.netcdf import open_dataset, prepare
-from data_io.normalize import NormStats, denormalize
+from data_io.normalize import NormStats
 from data_io.prepared import PreparedData
 from data_io.windows import SPLITS, window_span, window_starts
 
@@ -15,7 +15,6 @@ __all__ = [
     "NormStats",
     "PreparedData",
     "UserInputError",
-    "denormalize",
     "open_dataset",
     "prepare",
     "window_span",

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_io import DataConfig, denormalize, prepare
+from data_io import DataConfig, prepare
 from model import Config, ConvLSTMForecaster, ModelConfig, OutOfMemory, TrainConfig, fit
-from model.metrics import latitude_weights
+from model.metrics import denormalize, latitude_weights
 from model.trainer import Trainer
 
 
