@@ -45,20 +45,17 @@ class CheckpointError(ConfigError):
 
 
 def save_atomic(state: dict, path: str | Path) -> Path:
-    """Write to a temp file in the same folder, fsync, rename: a crash leaves the old file intact."""
+    """Write to a temp file in the same folder, fsync, rename: a crash leaves the old file intact.
+
+    The zip archive torch writes gets a comment holding the SHA-256 of all the bytes before it (load checks it).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    raw = buf.getvalue()
-    if raw[-22:-18] != _EOCD or raw[-2:] != b"\0\0":
-        raise RuntimeError("torch.save wrote an unexpected zip layout; the checkpoint digest cannot be added")
-    body = raw[:-2] + struct.pack("<H", len(_DIGEST_TAG) + 64)
-    payload = body + _DIGEST_TAG + hashlib.sha256(body).hexdigest().encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+        with os.fdopen(fd, "w+b") as f:
+            torch.save(state, f)
+            _append_digest(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -66,6 +63,23 @@ def save_atomic(state: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _append_digest(f) -> None:
+    f.flush()
+    f.seek(-22, os.SEEK_END)
+    eocd = f.read(22)
+    if eocd[:4] != _EOCD or eocd[-2:] != b"\0\0":
+        raise RuntimeError("torch.save wrote an unexpected zip layout; the checkpoint digest cannot be added")
+    f.seek(-2, os.SEEK_END)
+    f.write(struct.pack("<H", len(_DIGEST_TAG) + 64))
+    f.flush()
+    f.seek(0)
+    digest = hashlib.sha256()
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+    f.seek(0, os.SEEK_END)
+    f.write(_DIGEST_TAG + digest.hexdigest().encode())
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
