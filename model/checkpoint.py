@@ -37,7 +37,7 @@ for _name in ("numpy._core.multiarray", "numpy.core.multiarray"):
         break
     except (ImportError, AttributeError):
         continue
-_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNSUPPORTED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
 class CheckpointError(ConfigError):
@@ -119,7 +119,7 @@ def _check_intact(path: Path) -> None:
                               f"{_first_line(exc)}); pass best.pt or last.pt") from None
     if bad is not None:
         raise CheckpointError(f"{path}: damaged (member {bad} fails its CRC); use another copy of the checkpoint")
-    if not comment and raw[-22:-18] == _EOCD:
+    if not comment and raw[-22:-18] == _EOCD and raw[-2:] == b"\0\0":
         return  # written by release 0.1.0, before the digest: the CRCs are all there is
     want = raw[-64:].decode("ascii", "replace")
     body = raw[: -(len(_DIGEST_TAG) + 64)]
