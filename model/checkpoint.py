@@ -118,14 +118,15 @@ def _check_intact(path: Path) -> None:
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or not a torch file: "
                               f"{_first_line(exc)}); pass best.pt or last.pt") from None
     if bad is not None:
-        raise CheckpointError(f"{path}: damaged (member {bad} fails its CRC); use another copy of the checkpoint")
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged: member {bad} fails its CRC); "
+                              "use another copy of it")
     if not comment and raw[-22:-18] == _EOCD and raw[-2:] == b"\0\0":
         return  # written by release 0.1.0, before the digest: the CRCs are all there is
     want = raw[-64:].decode("ascii", "replace")
     body = raw[: -(len(_DIGEST_TAG) + 64)]
     if comment[: len(_DIGEST_TAG)] != _DIGEST_TAG or hashlib.sha256(body).hexdigest() != want:
-        raise CheckpointError(f"{path}: damaged (its SHA-256 does not match the one it was written with); "
-                              "use another copy of the checkpoint")
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged: its SHA-256 differs from the one it was "
+                              "written with); use another copy of it")
 
 
 def _first_line(exc: BaseException) -> str:

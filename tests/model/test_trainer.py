@@ -94,8 +94,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(gappy_data, t
         make_config(tmp_path / "resumed", num_epochs=4, batch_size=8, resume=str(tmp_path / "resumed" / "last.pt")),
         gappy_data,
     )
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 4
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
