@@ -60,6 +60,7 @@ def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny,
     assert (tmp_path / "two" / "last.pt").is_file()
 
 
+@pytest.mark.slow  # ~2 min here (three Ray Train worker-group starts); passed on the final code
 def test_a_worker_killed_mid_epoch_restarts_from_the_last_checkpoint_and_ends_on_the_same_curve(
     ray_session, tiny, tmp_path
 ):
