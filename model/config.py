@@ -67,6 +67,11 @@ class TrainConfig:
         default=0,
         metadata={"help": "the same on this many CPU worker processes (gloo backend) instead of GPUs"},
     )
+    max_failures: int = field(
+        default=1,
+        metadata={"help": "data-parallel runs: restart the worker group from its last checkpoint after up to this "
+                          "many worker failures (0 = fail at the first)"},
+    )
 
 
 @dataclass
@@ -94,6 +99,8 @@ class Config:
         if t.num_gpus < 0 or t.ddp_cpu_workers < 0:
             raise ConfigError(f"--num-gpus and --ddp-cpu-workers must be 0 or more, but got {t.num_gpus} and "
                               f"{t.ddp_cpu_workers}")
+        if t.max_failures < 0:
+            raise ConfigError(f"--max-failures must be 0 or more, but got {t.max_failures}")
         if t.num_gpus > 1 and t.ddp_cpu_workers > 1:
             raise ConfigError(f"--num-gpus {t.num_gpus} and --ddp-cpu-workers {t.ddp_cpu_workers}: pick one")
         workers = data_parallel_workers(t)

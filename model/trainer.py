@@ -30,12 +30,13 @@ import torch.distributed as dist
 from data_io import PreparedData, prepare
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
+from model.build import model_from_config
 from model.config import Config, per_worker_batch
-from model.convlstm import ConvLSTMForecaster
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
 from model._graphs import StepGraphs
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
-from model.metrics import denormalize, latitude_weights, masked_sse, rmse, weighted_errors
+from model.metrics import masked_sse
+from model.score import Scorer
 
 log = logging.getLogger("convlstm")
 
@@ -82,17 +83,6 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
     raise OutOfMemory(message, peak_memory_mb=peak)
 
 
-def build_model(config: Config, data: PreparedData) -> ConvLSTMForecaster:
-    n_in = data.inputs.shape[1]
-    return ConvLSTMForecaster(
-        config.model,
-        in_channels=n_in,
-        out_channels=data.targets.shape[1],
-        forecast_steps=config.data.forecast_steps,
-        upstream_channels=n_in if data.upstream is not None else None,
-    )
-
-
 class Trainer:
     def __init__(self, config: Config, data: PreparedData, device: torch.device) -> None:
         t = config.train
@@ -107,7 +97,8 @@ class Trainer:
         np.random.seed(t.seed % 2**32)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = t.cudnn_benchmark
-        self.model = build_model(config, data).to(device)
+        self.model = model_from_config(config, data.inputs.shape[1], data.targets.shape[1],
+                                       upstream=data.upstream is not None).to(device)
         self.memory_format = (torch.channels_last if (t.channels_last and device.type == "cuda")
                               else torch.contiguous_format)
         self.model = self.model.to(memory_format=self.memory_format)
@@ -143,11 +134,6 @@ class Trainer:
         self._train_graphs = StepGraphs(self._micro_step) if self.graphed else None
         self._eval_graphs = StepGraphs(self._eval_forward) if self.graphed else None
         self.finite_targets = _finite_per_step(data.targets)
-        stats = data.target_stats
-        # Copies: arrays from Ray's object store are read-only, which torch.as_tensor warns about.
-        self.stats = [torch.as_tensor(np.array(a), device=device) for a in (stats.mean, stats.std, stats.log)]
-        self.stats[0], self.stats[1] = self.stats[0].float(), self.stats[1].float()
-        self.lat_w = torch.as_tensor(latitude_weights(data.lat), dtype=torch.float32, device=device)
         self.start_epoch, self.best_val, self.stale, self.history = 1, math.inf, 0, []
         self.first_step_at: float | None = None
         if t.resume:
@@ -335,33 +321,13 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
-        sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
-        per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
+        scorer = Scorer(self.data.target_stats, self.data.lat, self.config.data.forecast_steps, self.device)
         for b in self._eval_batches(split):
             b = self._to_device(b)
-            pred = self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b)
-            sse, count = masked_sse(pred, b["y"])
-            sums["sse"] += sse
-            sums["count"] += count
-            truth = denormalize(b["y"], *self.stats)
-            persist = denormalize(b["last"], *self.stats)[:, None].expand_as(truth)
-            model_err = weighted_errors(denormalize(pred, *self.stats), truth, self.lat_w)
-            # A gap at the last input step leaves persistence undefined there: score it where it exists.
-            pers_err = weighted_errors(persist, torch.where(torch.isfinite(persist), truth, torch.nan), self.lat_w)
-            per_lead += torch.stack([*model_err, *pers_err])  # (6, leads)
+            scorer.add(self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b), b)
         if self.world > 1:
-            sums = {k: self._all_reduce(v) for k, v in sums.items()}
-            per_lead = self._all_reduce(per_lead)
-        m_sse, m_sae, w, p_sse, p_sae, p_w = per_lead
-        return {
-            "loss": float(sums["sse"] / sums["count"].clamp_min(1)),
-            "rmse": float(rmse(m_sse.sum(), w.sum())),
-            "persistence_rmse": float(rmse(p_sse.sum(), p_w.sum())),
-            "rmse_per_lead": rmse(m_sse, w).tolist(),
-            "mae_per_lead": (m_sae / w.clamp_min(1e-12)).tolist(),
-            "persistence_rmse_per_lead": rmse(p_sse, p_w).tolist(),
-            "persistence_mae_per_lead": (p_sae / p_w.clamp_min(1e-12)).tolist(),
-        }
+            scorer.all_reduce(self._all_reduce)
+        return scorer.summary()
 
     def save(self, epoch: int, improved: bool) -> Path:
         state = {
@@ -372,7 +338,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "input_stats": self.data.input_stats.to_dict(),
             "target_stats": self.data.target_stats.to_dict(),
-            "meta": checkpoint_meta(self.data),
+            "meta": ckpt_io.plain(checkpoint_meta(self.data)),
             "rng": ckpt_io.rng_state(),
             "best_val_loss": self.best_val,
             "epochs_without_improvement": self.stale,

@@ -24,9 +24,9 @@ import yaml
 from data_io import ConfigError, prepare
 from model._cli import load_config_file
 from model._main import run_cli, setup_logging
-from model.config import TrainConfig, add_config_flags, config_from_args, data_parallel_workers
+from model.config import TrainConfig, add_config_flags, config_from_args
 from model.evaluate import evaluate_checkpoint, metrics_markdown, plot_cases
-from model.trainer import fit
+from model.train import train_and_record
 from tune._table import load_trials
 from tune.trainable import trial_config
 
@@ -68,15 +68,14 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     log.info("Retraining %s for up to %d epochs into %s", source, config.train.num_epochs, out)
     (out / "config.yaml").write_text(f"# {source}\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
     data = prepare(config.data)
-    if data_parallel_workers(config.train) > 1:
+
+    def data_parallel(config, data):
         from tune.distributed import fit_distributed
 
-        history = fit_distributed(config, data, address=ns.address, storage_path=ns.storage_path)
-    else:
-        history = fit(config, data)
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in history))
-    best = min(history, key=lambda r: r.val_loss)
-    log.info("Best epoch %d: val_loss %.4f; scoring %s on the test split", best.epoch, best.val_loss, out / "best.pt")
+        return fit_distributed(config, data, address=ns.address, storage_path=ns.storage_path)
+
+    train_and_record(config, data, launcher=data_parallel)
+    log.info("Scoring %s on the test split", out / "best.pt")
 
     metrics = evaluate_checkpoint(out / "best.pt", data, device=config.train.device)
     metrics["config_source"] = source

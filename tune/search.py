@@ -25,8 +25,9 @@ from tune.space import SEARCHED, load_space
 log = logging.getLogger("convlstm")
 
 # Trials resume from Tune checkpoints and write into their own folders; num_epochs is --max-epochs here; a trial's
-# devices come from --gpus-per-trial (data-parallel training is for the retrain: python -m tune.retrain --num-gpus).
-EXCLUDED_TRAINER_FLAGS = {"resume", "output_dir", "num_epochs", "num_gpus", "ddp_cpu_workers"}
+# devices come from --gpus-per-trial (data-parallel training is for the retrain: python -m tune.retrain --num-gpus);
+# --max-failures here is the search's own (retries of a trial), not the data-parallel trainer's.
+EXCLUDED_TRAINER_FLAGS = {"resume", "output_dir", "num_epochs", "num_gpus", "ddp_cpu_workers", "max_failures"}
 METRIC, MODE = "val_loss", "min"
 
 
