@@ -1,0 +1,183 @@
+"""The tidy verification table: one row per model x variable x lead x score, and its writers.
+
+`score_table` scores named forecasts plus persistence and climatology on the same points, and marks each model's
+difference from the first named one with a block-bootstrap interval. `write_metrics` writes metrics.json,
+metrics.md (one table per variable and lead; `*` marks a difference whose interval excludes 0) and metrics.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from model import verify as v
+from model._bootstrap import block_length, paired_difference
+
+REFERENCES = ("persistence", "climatology")
+PRECIP_NAMES = {"tp", "pr", "precip", "precipitation", "total_precipitation", "rain", "rainfall", "rr", "apcp",
+                "prate", "cp", "lsp", "tprate"}
+_MM_PER_UNIT = {"m": 1000.0, "cm": 10.0, "mm": 1.0, "kg m-2": 1.0, "kg m**-2": 1.0}
+
+
+def is_precipitation(name: str, attrs: Mapping | None = None) -> bool:
+    """A precipitation-like target: its name (before any "@level") or standard/long name says so."""
+    attrs = attrs or {}
+    text = f"{attrs.get('standard_name', '')} {attrs.get('long_name', '')}".lower()
+    return name.split("@")[0].lower() in PRECIP_NAMES or "precipitation" in text or "rain" in text
+
+
+def threshold_in_units(mm: float, units: str | None) -> float:
+    """A threshold in mm per step, in the variable's own units (ERA5 `tp` is in metres)."""
+    return mm / _MM_PER_UNIT.get((units or "mm").strip(), 1.0)
+
+
+def _specs(precip: bool, thresholds: Sequence[float], windows: Sequence[int], units: str | None):
+    """(label, score name, keyword arguments) of every score a variable gets."""
+    out = [(s, s, {}) for s in ("rmse", "mae", "bias", "corr", "acc")]
+    if precip:
+        for t in thresholds:
+            native = threshold_in_units(t, units)
+            out += [(f"{s}@{t:g}mm", s, {"threshold": native}) for s in ("pod", "far", "sr", "csi", "ets", "fbias")]
+            out += [(f"fss@{t:g}mm/{w}", "fss", {"threshold": native, "window": w}) for w in windows]
+    return out
+
+
+def _skill_finish(p: xr.Dataset) -> xr.DataArray:
+    own = p[[k for k in p.data_vars if not k.startswith("ref_")]]
+    ref = p[[k for k in p.data_vars if k.startswith("ref_")]].rename({k: k[4:] for k in p.data_vars
+                                                                       if k.startswith("ref_")})
+    return v.skill(v.finish("rmse", own), v.finish("rmse", ref))
+
+
+def _with_ref(parts: xr.Dataset, ref: xr.Dataset) -> xr.Dataset:
+    return xr.merge([parts, ref.rename({k: f"ref_{k}" for k in ref.data_vars})])
+
+
+def score_table(
+    forecasts: Mapping[str, xr.Dataset],
+    truth: xr.Dataset,
+    persistence: xr.Dataset,
+    climatology: xr.Dataset,
+    thresholds: Sequence[float] = v.RAIN_THRESHOLDS_MM,
+    fss_windows: Sequence[int] = v.FSS_WINDOWS,
+    precipitation: Sequence[str] | None = None,
+    block_days: float = 5.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Rows: model, variable, lead, score, value, and (for models after the first) reference, difference,
+    low, high, significant. Datasets hold one variable per target, dims (time, lead, <2 spatial>).
+
+    Every method is scored where the truth and all methods are finite, so their numbers compare. `precipitation`
+    names the variables that get categorical scores (default: `is_precipitation`).
+    """
+    clash = set(forecasts) & set(REFERENCES)
+    if clash or not forecasts:
+        raise ValueError(f"model names must be given and differ from {REFERENCES}, but got {list(forecasts)}")
+    methods = {**forecasts, "persistence": persistence, "climatology": climatology}
+    names = list(forecasts)
+    block = block_length(truth[v.TIME].values, block_days)
+    rows: list[dict] = []
+    for var in truth.data_vars:
+        o = truth[var]
+        fields = {m: ds[var].transpose(*o.dims) for m, ds in methods.items()}
+        ok = o.notnull()
+        for f in fields.values():
+            ok = ok & f.notnull()
+        w = v.latitude_weights(o["lat"]) if "lat" in o.coords else None
+        leads = o[v.LEAD].values if v.LEAD in o.coords else np.arange(o.sizes[v.LEAD])
+        # Index-free arrays: every binary op would otherwise re-align the time, lead and grid indexes.
+        o = o.where(ok).drop_vars(list(o.coords))
+        fields = {m: f.drop_vars(list(f.coords)) for m, f in fields.items()}
+        w = None if w is None else w.drop_vars(list(w.coords))
+        precip = var in precipitation if precipitation is not None else is_precipitation(str(var), o.attrs)
+        parts: dict[tuple[str, str], xr.Dataset] = {}
+        for label, name, kw in _specs(precip, thresholds, fss_windows, o.attrs.get("units")):
+            if name == "acc":
+                kw = {"climatology": fields["climatology"]}
+            for m, f in fields.items():
+                parts[m, label] = v.parts_of(name, f, o, weights=w, preserve_dims=(v.TIME, v.LEAD), **kw)
+            rows += _rows(var, label, lambda p, n=name: v.finish(n, p), {m: parts[m, label] for m in methods},
+                          names, leads, block, n_boot, seed)
+        for ref in REFERENCES:
+            skill_parts = {m: _with_ref(parts[m, "rmse"], parts[ref, "rmse"]) for m in methods}
+            rows += _rows(var, f"rmse_skill_{ref}", _skill_finish, skill_parts, names, leads, block, n_boot, seed)
+    return pd.DataFrame(rows)
+
+
+def _rows(var, label, finish, parts: Mapping[str, xr.Dataset], names, leads, block, n_boot, seed) -> list[dict]:
+    out = []
+    base = names[0]
+    diffs = {m: paired_difference(parts[base], parts[m], finish, block, n_boot, seed) for m in names[1:]}
+    for m, p in parts.items():
+        value = finish(p.sum(v.TIME))
+        for j, lead in enumerate(leads):
+            row = {"model": m, "variable": str(var), "lead": _clean(lead),
+                   "score": label, "value": float(value.isel({v.LEAD: j}))}
+            if m in diffs:
+                d = diffs[m]
+                row.update(reference=base, **{k: float(getattr(d, k).isel({v.LEAD: j})) for k in
+                                              ("difference", "low", "high")},
+                           significant=bool(d.significant.isel({v.LEAD: j})))
+            out.append(row)
+    return out
+
+
+def _clean(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def write_metrics(table: pd.DataFrame, out_dir: str | Path, meta: Mapping | None = None) -> list[Path]:
+    """metrics.json ({"meta", "rows"}), metrics.md and metrics.csv in out_dir; returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records = [{k: _clean(x) for k, x in r.items() if not (isinstance(x, float) and math.isnan(x) and k in
+                                                           ("difference", "low", "high"))}
+               for r in table.to_dict("records")]
+    paths = [out / "metrics.json", out / "metrics.md", out / "metrics.csv"]
+    paths[0].write_text(json.dumps({"meta": dict(meta or {}), "rows": records}, indent=1, default=str) + "\n")
+    paths[1].write_text(metrics_markdown(table, meta))
+    table.to_csv(paths[2], index=False)
+    return paths
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub Markdown table, first column left-aligned, the others right-aligned."""
+    def line(cells):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|"
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def _diff_cell(r: pd.Series) -> str:
+    if pd.isna(r.get("difference")):
+        return ""
+    star = "*" if r["significant"] else ""
+    return f"{r['difference']:+.4g}{star} [{r['low']:+.3g}, {r['high']:+.3g}]"
+
+
+def metrics_markdown(table: pd.DataFrame, meta: Mapping | None = None) -> str:
+    """One table per variable and lead: a row per score, a column per model, then each model's difference from
+    the first with its 95% interval (`*`: the interval excludes 0)."""
+    parts = [" ".join(f"{k}: {x}." for k, x in (meta or {}).items())] if meta else []
+    models = list(dict.fromkeys(table["model"]))
+    others = [m for m in models if m not in REFERENCES][1:]
+    base = next(m for m in models if m not in REFERENCES)
+    for (var, lead), g in table.groupby(["variable", "lead"], sort=False):
+        header = ["score", *models, *(f"{m} − {base} [95%]" for m in others)]
+        rows = []
+        for label, s in g.groupby("score", sort=False):
+            by = s.set_index("model")
+            rows.append([label, *(f"{by.loc[m, 'value']:.4g}" for m in models),
+                         *(_diff_cell(by.loc[m]) for m in others)])
+        parts.append(f"### {var}, lead {lead}\n\n" + markdown_table(header, rows))
+    return "\n\n".join(parts) + "\n"
