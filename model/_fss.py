@@ -20,8 +20,8 @@ def _field(f: np.ndarray, o: np.ndarray, threshold: float, window: int) -> tuple
     # Masked cells hold no event in either field: they add nothing to the difference, only to the window count.
     ok = np.isfinite(f) & np.isfinite(o)
     f, o = np.where(ok, f, -np.inf), np.where(ok, o, -np.inf)
-    backend = FssNumpy(f, o, event_threshold=threshold, threshold_operator=_make_numpy_threshold_operator(np.greater_equal),
-                       window_size=(window, window), zero_padding=False)
+    backend = FssNumpy(f, o, event_threshold=threshold, window_size=(window, window), zero_padding=False,
+                       threshold_operator=_make_numpy_threshold_operator(np.greater_equal))
     return tuple(float(x) for x in backend.compute_fss_decomposed().item())
 
 

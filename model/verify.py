@@ -25,6 +25,8 @@ from scores.continuous import additive_bias, mae as _scores_mae, mse as _scores_
 from model._fss import fss_parts
 
 TIME, LEAD = "time", "lead"
+Dims = Sequence[str]
+Weights = xr.DataArray | None
 RAIN_THRESHOLDS_MM = (0.1, 1.0, 10.0, 25.0, 50.0)
 FSS_WINDOWS = (1, 5, 11)
 
@@ -58,7 +60,7 @@ def _valid(forecast: xr.DataArray, truth: xr.DataArray) -> xr.DataArray:
     return forecast.notnull() & truth.notnull()
 
 
-def _weight_sum(forecast, truth, weights, keep) -> xr.DataArray:
+def _weight_sum(forecast: xr.DataArray, truth: xr.DataArray, weights: Weights, keep: Dims) -> xr.DataArray:
     w, ok = xr.broadcast(_weights(truth, weights), _valid(forecast, truth))
     return (w * ok).sum(_reduce(ok, keep))
 
@@ -73,7 +75,8 @@ def _masked(forecast: xr.DataArray, truth: xr.DataArray) -> tuple[xr.DataArray, 
 def _mean_parts(scores_fn: Callable, name: str) -> Callable:
     """Parts of a `scores` weighted mean: (mean * weight sum, weight sum), so means pool over time exactly."""
 
-    def parts(forecast, truth, weights=None, preserve_dims=(LEAD,)) -> xr.Dataset:
+    def parts(forecast: xr.DataArray, truth: xr.DataArray, weights: Weights = None,
+              preserve_dims: Dims = (LEAD,)) -> xr.Dataset:
         f, o = _masked(forecast, truth)
         keep = _keep(o, preserve_dims)
         w_sum = _weight_sum(f, o, weights, keep)
@@ -89,7 +92,8 @@ ae_parts = _mean_parts(_scores_mae, "ae")
 error_parts = _mean_parts(additive_bias, "e")
 
 
-def moment_parts(forecast, truth, weights=None, preserve_dims=(LEAD,), climatology=None) -> xr.Dataset:
+def moment_parts(forecast: xr.DataArray, truth: xr.DataArray, weights: Weights = None, preserve_dims: Dims = (LEAD,),
+                 climatology: xr.DataArray | None = None) -> xr.Dataset:
     """Weighted first and second moments of forecast and truth (anomalies from `climatology` when given).
 
     `scores` has only an unweighted, unpooled Pearson correlation, so the moments are summed here.
@@ -109,7 +113,8 @@ def moment_parts(forecast, truth, weights=None, preserve_dims=(LEAD,), climatolo
                        "ff": wsum(f * f), "oo": wsum(o * o), "fo": wsum(f * o)})
 
 
-def contingency_parts(forecast, truth, weights=None, preserve_dims=(LEAD,), threshold: float = 1.0) -> xr.Dataset:
+def contingency_parts(forecast: xr.DataArray, truth: xr.DataArray, weights: Weights = None,
+                      preserve_dims: Dims = (LEAD,), threshold: float = 1.0) -> xr.Dataset:
     """Hit / false alarm / miss / correct negative counts of the event `value >= threshold` (scores' tables)."""
     f, o = _masked(forecast, truth)
     keep = _keep(o, preserve_dims)
@@ -173,7 +178,8 @@ SCORES: dict[str, Score] = {
 }
 
 
-def parts_of(name: str, forecast, truth, *, weights=None, preserve_dims=(LEAD,), climatology=None,
+def parts_of(name: str, forecast: xr.DataArray, truth: xr.DataArray, *, weights: Weights = None,
+             preserve_dims: Dims = (LEAD,), climatology: xr.DataArray | None = None,
              threshold: float | None = None, window: int | None = None) -> xr.Dataset:
     """The additive parts of score `name`, summed over every dim but `preserve_dims`."""
     s = SCORES[name]
@@ -188,7 +194,7 @@ def finish(name: str, parts: xr.Dataset) -> xr.DataArray:
     return SCORES[name].finish(parts).drop_vars("contingency", errors="ignore").rename(name)
 
 
-def score(name: str, forecast: xr.DataArray, truth: xr.DataArray, **kw) -> xr.DataArray:
+def score(name: str, forecast: xr.DataArray, truth: xr.DataArray, **kw: object) -> xr.DataArray:
     """Score `name` (a key of SCORES) of forecast against truth, per `preserve_dims` (default: per lead)."""
     return finish(name, parts_of(name, forecast, truth, **kw))
 
@@ -200,42 +206,50 @@ def skill(score_value: xr.DataArray, reference_value: xr.DataArray) -> xr.DataAr
 
 # --- the one-signature public scores ----------------------------------------------------------------------------
 
-def rmse(forecast, truth, *, weights=None, preserve_dims=(LEAD,)) -> xr.DataArray:
+def rmse(forecast: xr.DataArray, truth: xr.DataArray,
+        *, weights: Weights = None, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     return score("rmse", forecast, truth, weights=weights, preserve_dims=preserve_dims)
 
 
-def mae(forecast, truth, *, weights=None, preserve_dims=(LEAD,)) -> xr.DataArray:
+def mae(forecast: xr.DataArray, truth: xr.DataArray,
+        *, weights: Weights = None, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     return score("mae", forecast, truth, weights=weights, preserve_dims=preserve_dims)
 
 
-def bias(forecast, truth, *, weights=None, preserve_dims=(LEAD,)) -> xr.DataArray:
+def bias(forecast: xr.DataArray, truth: xr.DataArray,
+        *, weights: Weights = None, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     """Mean of forecast - truth."""
     return score("bias", forecast, truth, weights=weights, preserve_dims=preserve_dims)
 
 
-def correlation(forecast, truth, *, weights=None, preserve_dims=(LEAD,)) -> xr.DataArray:
+def correlation(forecast: xr.DataArray, truth: xr.DataArray,
+        *, weights: Weights = None, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     """Weighted Pearson correlation pooled over every reduced dim (time and space)."""
     return score("corr", forecast, truth, weights=weights, preserve_dims=preserve_dims)
 
 
-def acc(forecast, truth, *, climatology, weights=None, preserve_dims=(LEAD,)) -> xr.DataArray:
+def acc(forecast: xr.DataArray, truth: xr.DataArray,
+        *, climatology: xr.DataArray, weights: Weights = None, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     return score("acc", forecast, truth, weights=weights, preserve_dims=preserve_dims, climatology=climatology)
 
 
-def rmse_skill(forecast, truth, *, reference, weights=None, preserve_dims=(LEAD,)) -> xr.DataArray:
+def rmse_skill(forecast: xr.DataArray, truth: xr.DataArray,
+        *, reference: xr.DataArray, weights: Weights = None, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     """RMSE skill score against a reference forecast (persistence or climatology), on the same points."""
     ok = reference.notnull()
     return skill(rmse(forecast.where(ok), truth, weights=weights, preserve_dims=preserve_dims),
                  rmse(reference, truth.where(forecast.notnull()), weights=weights, preserve_dims=preserve_dims))
 
 
-def categorical(name: str, forecast, truth, *, threshold: float, preserve_dims=(LEAD,)) -> xr.DataArray:
+def categorical(name: str, forecast: xr.DataArray, truth: xr.DataArray,
+        *, threshold: float, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     """pod, far, sr, csi, ets or fbias of the event `value >= threshold`."""
     if SCORES.get(name, SCORES["rmse"]).kind != "event":
         raise ValueError(f"categorical score must be one of pod, far, sr, csi, ets, fbias, but got {name!r}")
     return score(name, forecast, truth, preserve_dims=preserve_dims, threshold=threshold)
 
 
-def fss(forecast, truth, *, threshold: float, window: int, preserve_dims=(LEAD,)) -> xr.DataArray:
+def fss(forecast: xr.DataArray, truth: xr.DataArray,
+        *, threshold: float, window: int, preserve_dims: Dims = (LEAD,)) -> xr.DataArray:
     """Fractions skill score of `value >= threshold` in window x window neighbourhoods (no padding)."""
     return score("fss", forecast, truth, preserve_dims=preserve_dims, threshold=threshold, window=window)

@@ -144,7 +144,8 @@ def test_fss_matches_a_window_loop_and_scores_fss_2d(pair, threshold, window):
     truth = truth.fillna(0.0)  # scores' fss_2d has no mask; the masked case is tested below
     got = v.fss(fc, truth, threshold=threshold, window=window)
     ref = scores.spatial.fss_2d(fc, truth, event_threshold=threshold, window_size=(window, window),
-                                spatial_dims=("lat", "lon"), preserve_dims=["lead"], threshold_operator=np.greater_equal)
+                                spatial_dims=("lat", "lon"), preserve_dims=["lead"],
+                                threshold_operator=np.greater_equal)
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     for lead in range(2):
         expect = _fss_loop(fc.values[:, lead], truth.values[:, lead], threshold, window)
