@@ -86,7 +86,7 @@ def score_table(
     rows: list[dict] = []
     for var in truth.data_vars:
         o = truth[var]
-        fields = {m: ds[var].transpose(*o.dims) for m, ds in methods.items()}
+        fields = {m: _aligned(m, ds, o) for m, ds in methods.items()}
         ok = o.notnull()
         for f in fields.values():
             ok = ok & f.notnull()
@@ -109,6 +109,21 @@ def score_table(
             skill_parts = {m: _with_ref(parts[m, "rmse"], parts[ref, "rmse"]) for m in methods}
             rows += _rows(var, f"rmse_skill_{ref}", _skill_finish, skill_parts, names, leads, block, n_boot, seed)
     return pd.DataFrame(rows)
+
+
+def _aligned(method: str, ds: xr.Dataset, truth: xr.DataArray) -> xr.DataArray:
+    """The method's field of truth's variable, refused unless it has truth's dims and index values."""
+    if truth.name not in ds.data_vars:
+        raise ValueError(f"{method} has no variable {truth.name!r} (it has {list(ds.data_vars)}); "
+                         "score forecasts of the same targets")
+    f = ds[truth.name]
+    if set(f.dims) != set(truth.dims) or any(f.sizes[d] != truth.sizes[d] for d in truth.dims):
+        raise ValueError(f"{method}'s {truth.name} has dims {dict(f.sizes)} but the truth has {dict(truth.sizes)}")
+    for d in truth.dims:
+        if d in truth.indexes and (d not in f.indexes or not f.indexes[d].equals(truth.indexes[d])):
+            raise ValueError(f"{method}'s {truth.name} has other {d!r} values than the truth "
+                             f"(first {f[d].values[:1]} vs {truth[d].values[:1]}); select the same windows and grid")
+    return f.transpose(*truth.dims)
 
 
 def _rows(var, label, finish, parts: Mapping[str, xr.Dataset], names, leads, block, n_boot, seed) -> list[dict]:

@@ -88,6 +88,15 @@ def test_reserved_model_names_are_refused(methods):
         vt.score_table({"persistence": forecasts["base"]}, truth, persistence, climatology)
 
 
+def test_forecasts_on_other_windows_or_without_the_variable_are_refused(methods):
+    truth, forecasts, persistence, climatology = methods
+    shifted = forecasts["base"].assign_coords(time=forecasts["base"]["time"] + np.timedelta64(12, "h"))
+    with pytest.raises(ValueError, match="other 'time' values"):
+        vt.score_table({"a": shifted}, truth, persistence, climatology)
+    with pytest.raises(ValueError, match="has no variable 'tp'"):
+        vt.score_table({"a": forecasts["base"][["t2m"]]}, truth, persistence, climatology)
+
+
 def test_writers_produce_json_markdown_and_csv(table, tmp_path):
     paths = vt.write_metrics(table, tmp_path, {"split": "test", "windows": 24})
     assert [p.name for p in paths] == ["metrics.json", "metrics.md", "metrics.csv"]
