@@ -127,3 +127,18 @@ def test_a_bad_format_or_case_names_the_flag(table, tmp_path, methods):
         vp.plot_skill_vs_lead(table, tmp_path, fmt="jpg")
     with pytest.raises(ValueError, match="outside"):
         vp.plot_case_maps(methods[0]["tp"], {}, [99], tmp_path)
+
+
+def test_a_regional_grid_with_two_d_latitude_is_weighted_by_it(methods):
+    truth, forecasts, persistence, climatology = methods
+    lat2 = xr.DataArray(np.add.outer(np.linspace(20, 45, SHAPE[2]), np.linspace(0, 6, SHAPE[3])), dims=("y", "x"))
+
+    def regional(ds):
+        return ds[["t2m"]].drop_vars(["lat", "lon"]).rename(lat="y", lon="x").assign_coords(lat=lat2)
+
+    t = vt.score_table({"base": regional(forecasts["base"])}, regional(truth), regional(persistence),
+                       regional(climatology), n_boot=20)
+    got = t.query("model == 'base' and score == 'rmse'")["value"].to_numpy()
+    w = v.latitude_weights(lat2)
+    err2 = (regional(forecasts["base"])["t2m"] - regional(truth)["t2m"]) ** 2
+    np.testing.assert_allclose(got, np.sqrt((err2 * w).sum(["time", "y", "x"]) / (w.sum() * SHAPE[0])), rtol=1e-12)
