@@ -13,13 +13,12 @@ A point counts where both the forecast and the truth are finite (NaN truth is ma
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
-from scores.categorical import BasicContingencyManager, ThresholdEventOperator
+from scores.categorical import BasicContingencyManager
 from scores.continuous import additive_bias, mae as _scores_mae, mse as _scores_mse
 
 from model._fss import fss_parts
@@ -113,14 +112,31 @@ def moment_parts(forecast: xr.DataArray, truth: xr.DataArray, weights: Weights =
                        "ff": wsum(f * f), "oo": wsum(o * o), "fo": wsum(f * o)})
 
 
+def contingency_counts(forecast: xr.DataArray, truth: xr.DataArray, thresholds: Sequence[float],
+                       preserve_dims: Dims = (LEAD,)) -> xr.Dataset:
+    """Counts of the events `value >= threshold` for every threshold in one pass, dim `threshold` (by position).
+
+    Named as `scores`' contingency tables (tp, tn, fp, fn, total counts), so its formulas finish them; counted
+    here because its table is built one threshold at a time over the full fields.
+    """
+    ok = _valid(forecast, truth)
+    keep = _keep(truth, preserve_dims)
+    red = _reduce(ok, keep)
+    t = xr.DataArray(np.asarray(thresholds, dtype="float64"), dims="threshold")
+    f_event = (forecast >= t) & ok
+    o_event = (truth >= t) & ok
+    hits = (f_event & o_event).sum(red)
+    f_n, o_n, total = f_event.sum(red), o_event.sum(red), ok.sum(red)
+    counts = {"tp_count": hits, "fp_count": f_n - hits, "fn_count": o_n - hits,
+              "tn_count": total - f_n - o_n + hits, "total_count": total.broadcast_like(hits)}
+    return xr.Dataset({k: c.astype("float64").transpose(*keep, "threshold") for k, c in counts.items()})
+
+
 def contingency_parts(forecast: xr.DataArray, truth: xr.DataArray, weights: Weights = None,
                       preserve_dims: Dims = (LEAD,), threshold: float = 1.0) -> xr.Dataset:
-    """Hit / false alarm / miss / correct negative counts of the event `value >= threshold` (scores' tables)."""
-    f, o = _masked(forecast, truth)
-    keep = _keep(o, preserve_dims)
-    table = ThresholdEventOperator(default_op_fn=operator.ge).make_contingency_manager(f, o, event_threshold=threshold)
-    counts = table.transform(preserve_dims=keep or None, reduce_dims=None if keep else "all").counts
-    return xr.Dataset({k: v.astype("float64") for k, v in counts.items()})
+    """Hit / false alarm / miss / correct negative counts of the event `value >= threshold` (scores' names)."""
+    del weights  # contingency tables count cells
+    return contingency_counts(forecast, truth, [threshold], preserve_dims).isel(threshold=0)
 
 
 # --- finishes: summed parts -> score ----------------------------------------------------------------------------

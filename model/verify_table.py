@@ -18,6 +18,7 @@ import xarray as xr
 
 from model import verify as v
 from model._bootstrap import block_length, paired_difference
+from model._fss import fss_parts_all
 
 REFERENCES = ("persistence", "climatology")
 PRECIP_NAMES = {"tp", "pr", "precip", "precipitation", "total_precipitation", "rain", "rainfall", "rr", "apcp",
@@ -37,14 +38,17 @@ def threshold_in_units(mm: float, units: str | None) -> float:
     return mm / _MM_PER_UNIT.get((units or "mm").strip(), 1.0)
 
 
-def _specs(precip: bool, thresholds: Sequence[float], windows: Sequence[int], units: str | None):
-    """(label, score name, keyword arguments) of every score a variable gets."""
-    out = [(s, s, {}) for s in ("rmse", "mae", "bias", "corr", "acc")]
+EVENT_SCORES = ("pod", "far", "sr", "csi", "ets", "fbias")
+CONTINUOUS_SCORES = ("rmse", "mae", "bias", "corr", "acc")
+
+
+def _labels(precip: bool, thresholds: Sequence[float], windows: Sequence[int]):
+    """(label, score name, position along the extra dims) of every score a variable gets, in table order."""
+    out = [(s, s, {}) for s in CONTINUOUS_SCORES]
     if precip:
-        for t in thresholds:
-            native = threshold_in_units(t, units)
-            out += [(f"{s}@{t:g}mm", s, {"threshold": native}) for s in ("pod", "far", "sr", "csi", "ets", "fbias")]
-            out += [(f"fss@{t:g}mm/{w}", "fss", {"threshold": native, "window": w}) for w in windows]
+        for i, t in enumerate(thresholds):
+            out += [(f"{s}@{t:g}mm", s, {"threshold": i}) for s in EVENT_SCORES]
+            out += [(f"fss@{t:g}mm/{w}", "fss", {"threshold": i, "window": j}) for j, w in enumerate(windows)]
     return out
 
 
@@ -97,17 +101,26 @@ def score_table(
         fields = {m: f.drop_vars(list(f.coords)) for m, f in fields.items()}
         w = None if w is None else w.drop_vars(list(w.coords))
         precip = var in precipitation if precipitation is not None else is_precipitation(str(var), o.attrs)
-        parts: dict[tuple[str, str], xr.Dataset] = {}
-        for label, name, kw in _specs(precip, thresholds, fss_windows, o.attrs.get("units")):
-            if name == "acc":
-                kw = {"climatology": fields["climatology"]}
-            for m, f in fields.items():
-                parts[m, label] = v.parts_of(name, f, o, weights=w, preserve_dims=(v.TIME, v.LEAD), **kw)
-            rows += _rows(var, label, lambda p, n=name: v.finish(n, p), {m: parts[m, label] for m in methods},
-                          names, leads, block, n_boot, seed)
+        native = [threshold_in_units(t, o.attrs.get("units")) for t in thresholds]
+        keep = (v.TIME, v.LEAD)
+        parts: dict[str, dict[str, xr.Dataset]] = {}
+        for name in CONTINUOUS_SCORES:
+            kw = {"climatology": fields["climatology"]} if name == "acc" else {}
+            parts[name] = {m: v.parts_of(name, f, o, weights=w, preserve_dims=keep, **kw) for m, f in fields.items()}
+        if precip:
+            # Every threshold (and FSS window) in one pass; each score is finished and bootstrapped once over them.
+            counts = {m: v.contingency_counts(f, o, native, keep) for m, f in fields.items()}
+            parts.update({s: counts for s in EVENT_SCORES})
+            parts["fss"] = {m: fss_parts_all(f, o, native, fss_windows, keep) for m, f in fields.items()}
+        scored = {name: _scored(p, lambda q, n=name: v.finish(n, q), names, block, n_boot, seed)
+                  for name, p in parts.items()}
         for ref in REFERENCES:
-            skill_parts = {m: _with_ref(parts[m, "rmse"], parts[ref, "rmse"]) for m in methods}
-            rows += _rows(var, f"rmse_skill_{ref}", _skill_finish, skill_parts, names, leads, block, n_boot, seed)
+            skill_parts = {m: _with_ref(parts["rmse"][m], parts["rmse"][ref]) for m in methods}
+            scored[f"rmse_skill_{ref}"] = _scored(skill_parts, _skill_finish, names, block, n_boot, seed)
+        labels = _labels(precip, thresholds, fss_windows) + [(f"rmse_skill_{r}", f"rmse_skill_{r}", {})
+                                                             for r in REFERENCES]
+        for label, name, at in labels:
+            rows += _rows(var, label, scored[name], at, names, leads)
     return pd.DataFrame(rows)
 
 
@@ -126,20 +139,35 @@ def _aligned(method: str, ds: xr.Dataset, truth: xr.DataArray) -> xr.DataArray:
     return f.transpose(*truth.dims)
 
 
-def _rows(var, label, finish, parts: Mapping[str, xr.Dataset], names, leads, block, n_boot, seed) -> list[dict]:
-    out = []
+def _scored(parts: Mapping[str, xr.Dataset], finish, names, block, n_boot, seed):
+    """Each method's finished score and each later model's paired difference from the first, as NumPy arrays
+    with dims (lead, *extra dims)."""
+    def arr(da: xr.DataArray) -> np.ndarray:
+        return np.asarray(da.transpose(v.LEAD, ...).values)
+
     base = names[0]
-    diffs = {m: paired_difference(parts[base], parts[m], finish, block, n_boot, seed) for m in names[1:]}
-    for m, p in parts.items():
-        value = finish(p.sum(v.TIME))
+    finished = {m: finish(p.sum(v.TIME)).transpose(v.LEAD, ...) for m, p in parts.items()}
+    dims = list(finished[base].dims[1:])
+    values = {m: arr(x) for m, x in finished.items()}
+    diffs = {}
+    for m in names[1:]:
+        d = paired_difference(parts[base], parts[m], finish, block, n_boot, seed)
+        diffs[m] = {k: arr(getattr(d, k)) for k in ("difference", "low", "high", "significant")}
+    return values, diffs, dims
+
+
+def _rows(var, label, scored, at: Mapping[str, int], names, leads) -> list[dict]:
+    values, diffs, dims = scored
+    pos = tuple(at[d] for d in dims)
+    out = []
+    for m, value in values.items():
         for j, lead in enumerate(leads):
-            row = {"model": m, "variable": str(var), "lead": _clean(lead),
-                   "score": label, "value": float(value.isel({v.LEAD: j}))}
+            row = {"model": m, "variable": str(var), "lead": _clean(lead), "score": label,
+                   "value": float(value[(j, *pos)])}
             if m in diffs:
                 d = diffs[m]
-                row.update(reference=base, **{k: float(getattr(d, k).isel({v.LEAD: j})) for k in
-                                              ("difference", "low", "high")},
-                           significant=bool(d.significant.isel({v.LEAD: j})))
+                row.update(reference=names[0], **{k: float(d[k][(j, *pos)]) for k in ("difference", "low", "high")},
+                           significant=bool(d["significant"][(j, *pos)]))
             out.append(row)
     return out
 

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 import scores
+import scores.spatial
 import xarray as xr
 
 from model import verify as v
