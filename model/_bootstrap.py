@@ -60,13 +60,17 @@ def block_indices(n: int, block: int, n_boot: int, rng: np.random.Generator) -> 
 def resampled_sums(parts: xr.Dataset, idx: np.ndarray) -> xr.Dataset:
     """Each replicate's sum over `time` of parts taken at the (n_boot, n) indices, as dim `replicate`.
 
-    One gather and sum per variable in NumPy: the parts are small, so xarray's vectorised indexing would cost more
-    than the arithmetic.
+    A replicate's sum is its count of each window times that window's parts, so all replicates are one matrix
+    product of (n_boot, n) counts with the (n, rest) parts; NaN parts add nothing, as in xarray's sum.
     """
+    n = parts.sizes[TIME]
+    counts = np.zeros((idx.shape[0], n))
+    np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
     out = {}
     for k, da in parts.data_vars.items():
         da = da.transpose(TIME, ...)
-        out[k] = (("replicate", *da.dims[1:]), np.nansum(np.take(da.values, idx, axis=0), axis=1))
+        values = np.nan_to_num(np.asarray(da.values, dtype="float64").reshape(n, -1), nan=0.0)
+        out[k] = (("replicate", *da.dims[1:]), (counts @ values).reshape((idx.shape[0], *da.shape[1:])))
     coords = {c: parts.coords[c] for c in parts.coords if TIME not in parts.coords[c].dims}
     return xr.Dataset(out, coords=coords)
 

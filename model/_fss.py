@@ -35,7 +35,7 @@ def _integral(x: np.ndarray, ok: np.ndarray, t: np.ndarray) -> np.ndarray:
 def _window_counts(s: np.ndarray, w: int) -> np.ndarray:
     """Events in every w x w window that fits inside the grid (no padding, as `zero_padding=False`)."""
     h, v = s.shape[-2] - w, s.shape[-1] - w
-    return (s[..., w:, w:] - s[..., :h, w:] - s[..., w:, :v] + s[..., :h, :v]).astype("float64")
+    return s[..., w:, w:] - s[..., :h, w:] - s[..., w:, :v] + s[..., :h, :v]
 
 
 def _components(f: np.ndarray, o: np.ndarray, thresholds: np.ndarray, windows: Sequence[int]) -> np.ndarray:
@@ -47,9 +47,11 @@ def _components(f: np.ndarray, o: np.ndarray, thresholds: np.ndarray, windows: S
     out = np.empty(f.shape[:-2] + (len(t), len(windows), 3))
     for j, w in enumerate(windows):
         cf, co = _window_counts(sf, w), _window_counts(so, w)
-        out[..., j, 0] = (cf**2).mean((-2, -1))
-        out[..., j, 1] = (co**2).mean((-2, -1))
-        out[..., j, 2] = ((co - cf) ** 2).mean((-2, -1))
+        # Integer squares are exact; the means accumulate in float64, as the `scores` backend does.
+        out[..., j, 0] = (cf * cf).mean((-2, -1))
+        out[..., j, 1] = (co * co).mean((-2, -1))
+        cf -= co
+        out[..., j, 2] = (cf * cf).mean((-2, -1))
     return out
 
 

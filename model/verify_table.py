@@ -224,3 +224,58 @@ def metrics_markdown(table: pd.DataFrame, meta: Mapping | None = None) -> str:
                          *(_diff_cell(by.loc[m]) for m in others)])
         parts.append(f"### {var}, lead {lead}\n\n" + markdown_table(header, rows))
     return "\n\n".join(parts) + "\n"
+
+
+def validation_score(name: str, forecast: xr.DataArray, truth: xr.DataArray, *,
+                     persistence: xr.DataArray | None = None, climatology: xr.DataArray | None = None) -> float:
+    """One float for a search metric: `rmse`, `mae`, `bias`, `corr`, `acc`, `<pod|far|sr|csi|ets|fbias>@<mm>`,
+    `fss@<mm>/<window>` or `rmse_skill_<persistence|climatology>`, pooled over every window, lead and cell.
+
+    Labels as in `score_table` ("csi@10mm" and "csi@10" both work); thresholds are in mm, converted with the
+    truth's `units`; weights are the truth's latitude weights, as in the table. `higher_is_better(name)` gives
+    the direction to optimise.
+    """
+    score_name, kw = _parse_metric(name, truth.attrs.get("units"))
+    w = v.latitude_weights(truth["lat"]) if "lat" in truth.coords else None
+    if score_name.startswith("rmse_skill_"):
+        ref = {"persistence": persistence, "climatology": climatology}[score_name[len("rmse_skill_"):]]
+        if ref is None:
+            raise ValueError(f"metric {name!r} needs the {score_name[11:]} forecast; pass it to validation_score")
+        value = v.rmse_skill(forecast, truth, reference=ref, weights=w, preserve_dims=())
+    else:
+        if score_name == "acc":
+            if climatology is None:
+                raise ValueError(f"metric {name!r} needs the climatology; pass it to validation_score")
+            kw["climatology"] = climatology
+        value = v.score(score_name, forecast, truth, weights=w, preserve_dims=(), **kw)
+    return float(value)
+
+
+def higher_is_better(name: str) -> bool:
+    """Whether a larger value of metric `name` (as for `validation_score`) is better."""
+    score_name, _ = _parse_metric(name, None)
+    return score_name.startswith("rmse_skill_") or v.SCORES[score_name].higher_is_better
+
+
+def _parse_metric(name: str, units: str | None) -> tuple[str, dict]:
+    fix = (f"metric {name!r} is not a score; use one of {', '.join(CONTINUOUS_SCORES)}, "
+           f"rmse_skill_persistence, rmse_skill_climatology, <{'|'.join(EVENT_SCORES)}>@<mm> (e.g. csi@10) "
+           "or fss@<mm>/<window> (e.g. fss@10/5)")
+    base, _, rest = name.strip().partition("@")
+    if base in CONTINUOUS_SCORES or base in (f"rmse_skill_{r}" for r in REFERENCES):
+        if rest:
+            raise ValueError(fix)
+        return base, {}
+    if base not in (*EVENT_SCORES, "fss") or not rest:
+        raise ValueError(fix)
+    mm, _, window = rest.partition("/")
+    try:
+        threshold = threshold_in_units(float(mm.removesuffix("mm")), units)
+        kw: dict = {"threshold": threshold}
+        if base == "fss":
+            kw["window"] = int(window)
+        elif window:
+            raise ValueError(fix)
+    except ValueError:
+        raise ValueError(fix) from None
+    return base, kw

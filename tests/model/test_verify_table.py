@@ -142,3 +142,26 @@ def test_a_regional_grid_with_two_d_latitude_is_weighted_by_it(methods):
     w = v.latitude_weights(lat2)
     err2 = (regional(forecasts["base"])["t2m"] - regional(truth)["t2m"]) ** 2
     np.testing.assert_allclose(got, np.sqrt((err2 * w).sum(["time", "y", "x"]) / (w.sum() * SHAPE[0])), rtol=1e-12)
+
+
+@pytest.mark.parametrize("metric,label", [("csi@10", "csi@10mm"), ("fss@1mm/3", "fss@1mm/3"), ("rmse", "rmse"),
+                                          ("rmse_skill_persistence", "rmse_skill_persistence"), ("acc", "acc")])
+def test_validation_score_is_the_tables_value(methods, table, metric, label):
+    truth, forecasts, persistence, climatology = methods
+    for j, lead in enumerate(truth["lead"].values):
+        def one(ds):
+            return ds["tp"].isel(lead=[j])
+        got = vt.validation_score(metric, one(forecasts["deep"]), one(truth), persistence=one(persistence),
+                                  climatology=one(climatology))
+        want = table.query(f"model == 'deep' and variable == 'tp' and score == '{label}' and lead == {lead}")
+        np.testing.assert_allclose(got, want["value"].item(), rtol=1e-10)
+
+
+def test_validation_score_refuses_unknown_or_incomplete_metrics(methods):
+    truth, forecasts, _, _ = methods
+    for bad in ("csi", "csi@ten", "rmse@1", "fss@1", "wind"):
+        with pytest.raises(ValueError, match="is not a score; use one of"):
+            vt.validation_score(bad, forecasts["deep"]["tp"], truth["tp"])
+    with pytest.raises(ValueError, match="needs the persistence"):
+        vt.validation_score("rmse_skill_persistence", forecasts["deep"]["tp"], truth["tp"])
+    assert vt.higher_is_better("csi@10") and not vt.higher_is_better("rmse") and vt.higher_is_better("fss@1/3")
