@@ -64,8 +64,8 @@ def resampled_sums(parts: xr.Dataset, idx: np.ndarray) -> xr.Dataset:
     product of (n_boot, n) counts with the (n, rest) parts; NaN parts add nothing, as in xarray's sum.
     """
     n = parts.sizes[TIME]
-    counts = np.zeros((idx.shape[0], n))
-    np.add.at(counts, (np.arange(idx.shape[0])[:, None], idx), 1.0)
+    rows = np.arange(idx.shape[0])[:, None] * n
+    counts = np.bincount((rows + idx).ravel(), minlength=idx.shape[0] * n).reshape(idx.shape[0], n).astype("float64")
     out = {}
     for k, da in parts.data_vars.items():
         da = da.transpose(TIME, ...)

@@ -25,17 +25,22 @@ def _check_windows(truth: xr.DataArray, windows: Sequence[int]) -> None:
 
 
 def _integral(x: np.ndarray, ok: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Summed-area table of the events `x >= t` on valid cells, with a zero first row and column."""
+    """Summed-area table of the events `x >= t` on valid cells, with a zero first row and column.
+
+    int32 holds the running counts of any grid under 46k cells a side and halves the memory traffic.
+    """
     events = (x[..., None, :, :] >= t) & ok
-    s = np.zeros(events.shape[:-2] + (events.shape[-2] + 1, events.shape[-1] + 1), dtype=np.int64)
-    s[..., 1:, 1:] = events.cumsum(-1).cumsum(-2)
+    s = np.zeros(events.shape[:-2] + (events.shape[-2] + 1, events.shape[-1] + 1), dtype=np.int32)
+    s[..., 1:, 1:] = events.cumsum(-1, dtype=np.int32).cumsum(-2, dtype=np.int32)
     return s
 
 
 def _window_counts(s: np.ndarray, w: int) -> np.ndarray:
     """Events in every w x w window that fits inside the grid (no padding, as `zero_padding=False`)."""
     h, v = s.shape[-2] - w, s.shape[-1] - w
-    return s[..., w:, w:] - s[..., :h, w:] - s[..., w:, :v] + s[..., :h, :v]
+    counts = s[..., w:, w:] - s[..., :h, w:] - s[..., w:, :v] + s[..., :h, :v]
+    # Squares of counts up to w*w must fit too: int32 up to a 215-cell window.
+    return counts if w**4 < 2**31 else counts.astype(np.int64)
 
 
 def _components(f: np.ndarray, o: np.ndarray, thresholds: np.ndarray, windows: Sequence[int]) -> np.ndarray:
