@@ -21,7 +21,7 @@ def _check_windows(truth: xr.DataArray, windows: Sequence[int]) -> None:
     space = list(truth.dims[-2:])
     if max(windows) > min(truth.sizes[d] for d in space):
         raise ValueError(f"FSS window {max(windows)} is larger than the grid "
-                         f"{dict((d, truth.sizes[d]) for d in space)}; pass smaller --fss-windows")
+                         f"{ {d: truth.sizes[d] for d in space} }; pass smaller --fss-windows")
 
 
 def _integral(x: np.ndarray, ok: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 from scores.categorical import BasicContingencyManager
-from scores.continuous import additive_bias, mae as _scores_mae, mse as _scores_mse
+from scores.continuous import additive_bias
+from scores.continuous import mae as _scores_mae
+from scores.continuous import mse as _scores_mse
 
 from model._fss import fss_parts
 

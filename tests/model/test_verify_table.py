@@ -149,7 +149,7 @@ def test_a_regional_grid_with_two_d_latitude_is_weighted_by_it(methods):
 def test_validation_score_is_the_tables_value(methods, table, metric, label):
     truth, forecasts, persistence, climatology = methods
     for j, lead in enumerate(truth["lead"].values):
-        def one(ds):
+        def one(ds, j=j):
             return ds["tp"].isel(lead=[j])
         got = vt.validation_score(metric, one(forecasts["deep"]), one(truth), persistence=one(persistence),
                                   climatology=one(climatology))
