@@ -152,7 +152,7 @@ class _DropCheckpoints(tune.Callback):
     scratch. Keeps the disk to the running trials' checkpoints (one per epoch reported)."""
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        for path in Path(trial.local_path).glob("checkpoint_*"):
+        for path in Path(trial.path).glob("checkpoint_*"):  # the storage path: our --storage-path is a local FS
             shutil.rmtree(path, ignore_errors=True)
 
 

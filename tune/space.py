@@ -111,7 +111,8 @@ def _checked_key(key: str, value: Any, where: str, base: dict) -> dict[str, Any]
     else:
         values = value["values"] if isinstance(value, dict) else value
         if isinstance(value, dict) and set(value) != {"values"}:
-            raise ConfigError(f"{where}: a mapping with 'values' takes only 'values' and 'when', but got {sorted(value)}")
+            raise ConfigError(f"{where}: a mapping with 'values' takes only 'values' and 'when', but got "
+                              f"{sorted(value)}")
         if not isinstance(values, list) or _is_list_field(key) and values and not isinstance(values[0], list):
             values = [values]
         if not values:
@@ -123,7 +124,7 @@ def _checked_key(key: str, value: Any, where: str, base: dict) -> dict[str, Any]
 def _hidden(value: dict, where: str) -> dict[str, Any]:
     if set(value) - {"layers", "widths"}:
         raise ConfigError(f"{where} must be a mapping with 'layers: [min, max]' and 'widths: [..]' (or a list of "
-                          "width lists), but got keys {sorted(value)}")
+                          f"width lists), but got keys {sorted(value)}")
     layers = value.get("layers", DEFAULT_SPACE["hidden_channels"]["layers"])
     widths = value.get("widths", DEFAULT_SPACE["hidden_channels"]["widths"])
     if isinstance(layers, int):

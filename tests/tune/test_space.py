@@ -99,7 +99,7 @@ def test_stored_form_reloads_to_itself(tmp_path):
     [
         ("batch_size: [4, 8.5]\n", "batch_size: 8.5 is not allowed; batch_size takes an int"),
         ("kernel_size: [3, 4]\n", "kernel_size: 4 is not allowed (--kernel-size must be odd"),
-        ("include_upstream: {low: 0, high: 1}\n", "ranges are for int and float fields, and include_upstream is a bool"),
+        ("include_upstream: {low: 0, high: 1}\n", "ranges are for int and float fields, and include_upstream is a"),
         ("device: [cpu, gpu]\n", "device: 'gpu' is not allowed; device takes one of 'auto', 'cuda', 'mps', 'cpu'"),
         ("num_epochs: [3]\n", "unknown key(s) ['num_epochs']; the searchable config fields are"),
         ("window_size: [0, 4]\n", "window_size: 0 is not allowed (--window-size must be at least 1"),
