@@ -46,7 +46,7 @@ def run_search(
     log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus,
              concurrent)
     # A space over data fields gets a store that prepares each distinct data config once, for every trial.
-    store = DataStore.remote(data) if any(FIELDS[k][0] == "data" for k in space) else None
+    store = DataStore.remote() if any(FIELDS[k][0] == "data" for k in space) else None
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, base=base, store=store,
                              resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
@@ -158,11 +158,12 @@ class _DropCheckpoints(tune.Callback):
 
 @ray.remote(num_cpus=0)
 class DataStore:
-    """Prepared data per distinct data config, each prepared once and put in the object store for every trial
-    that asks (actor calls run one at a time: a second trial asking for the same config waits for the first)."""
+    """Prepared data per distinct data config other than the search's own (which trials get through
+    tune.with_parameters), each prepared once and put in the object store for every trial that asks. Actor calls
+    run one at a time: a second trial asking for the same config waits for the first to have prepared it."""
 
-    def __init__(self, data: PreparedData) -> None:
-        self._refs = {self._key(data.config): ray.put(data)}
+    def __init__(self) -> None:
+        self._refs: dict[str, ray.ObjectRef] = {}
 
     @staticmethod
     def _key(config: DataConfig) -> str:
