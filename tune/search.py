@@ -20,7 +20,7 @@ from model._main import run_cli, setup_logging
 from model.config import add_config_flags, config_from_args
 from tune.config import SearchConfig
 from tune.experiment import Experiment
-from tune.space import NOT_SEARCHABLE, load_space
+from tune.space import NOT_SEARCHABLE, checked, load_space
 
 log = logging.getLogger("convlstm")
 
@@ -70,7 +70,8 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search", call
 
     if resuming:
         saved = Experiment(experiment).search()
-        base, space_spec = saved["config"], saved["space"]
+        base = saved["config"]
+        space_spec = checked(saved["space"], str(experiment / "search.yaml"), base)  # also an older folder's form
         log.info("Resuming %s", experiment)
     else:
         config = config_from_args(trainer_ns, base={"num_workers": 0})
