@@ -48,7 +48,10 @@ def outcome(last: dict, errored: bool) -> Outcome:
         return Outcome.ERROR
     if status is None:
         return Outcome.ERROR if errored else Outcome.PENDING
-    status = Outcome(status)
+    try:
+        status = Outcome(status)
+    except ValueError:  # a status this version does not know (a folder from a newer one): not a usable result
+        return Outcome.ERROR
     if status is Outcome.OK and not last.get("trial_finished"):
         return Outcome.STOPPED_EARLY
     return status
