@@ -4,7 +4,6 @@ the table follows the searched keys, and Ray prints no experiment-snapshot warni
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 import yaml
