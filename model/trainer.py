@@ -31,7 +31,7 @@ from data_io import PreparedData, prepare
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
 from model.config import Config, per_worker_batch
-from model.convlstm import ConvLSTMForecaster
+from model.convlstm import ConvLSTMForecaster, check_grid
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
 from model.metrics import denormalize, latitude_weights, masked_sse, rmse, weighted_errors
@@ -83,6 +83,9 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
 
 def build_model(config: Config, data: PreparedData) -> ConvLSTMForecaster:
     n_in = data.inputs.shape[1]
+    check_grid(config.model, *data.inputs.shape[-2:])
+    if data.upstream is not None:
+        check_grid(config.model, *data.upstream.shape[-2:], box="upstream")
     return ConvLSTMForecaster(
         config.model,
         in_channels=n_in,
