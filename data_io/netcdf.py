@@ -88,7 +88,10 @@ def _prepare_open(
     _refuse_other_grids(ds, gridded, (cfg.variables or list(ds.data_vars)) + (cfg.target or []), path)
     inputs = _pick(cfg.variables, gridded, "--variables", path)
     default_target = ["precipitation"] if "precipitation" in gridded else inputs
-    targets = _pick(cfg.target or default_target, gridded, "--target", path)
+    if cfg.multi_variable and cfg.target:
+        raise ConfigError(f"--multi-variable predicts every input channel, but --target {cfg.target} was also given: "
+                          "drop one of them")
+    targets = inputs if cfg.multi_variable else _pick(cfg.target or default_target, gridded, "--target", path)
 
     lat_idx, lon_idx = _downstream_box(ds, cfg, path)
     up_idx = _upstream_box(ds, cfg, path) if cfg.include_upstream else None

@@ -34,7 +34,8 @@ from model.config import Config, per_worker_batch
 from model.convlstm import ConvLSTMForecaster, check_grid
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
-from model.metrics import denormalize, latitude_weights, masked_sse, rmse, weighted_errors
+from model.losses import ForecastLoss
+from model.metrics import denormalize, latitude_weights, rmse, weighted_errors
 
 log = logging.getLogger("convlstm")
 
@@ -139,7 +140,8 @@ class Trainer:
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
-        self.finite_targets = _finite_per_step(data.targets)
+        self.loss = ForecastLoss(t, data.target_stats, device)
+        self.step_weights = self.loss.per_step_weights(data.targets)  # (time, loss group)
         stats = data.target_stats
         # Copies: arrays from Ray's object store are read-only, which torch.as_tensor warns about.
         self.stats = [torch.as_tensor(np.array(a), device=device) for a in (stats.mean, stats.std, stats.log)]
@@ -188,7 +190,7 @@ class Trainer:
         order = epoch_order(self.data.starts("train"), True, t.seed, epoch, t.batch_size)
         steps = optimizer_steps(order, t.gradient_accumulation_steps)
         leads = np.arange(c.forecast_steps) + c.window_size - 1 + c.target_offset
-        counts = [int(self.finite_targets[np.concatenate(s)[:, None] + leads].sum()) for s in steps]
+        counts = [self.step_weights[np.concatenate(s)[:, None] + leads].sum(axis=(0, 1)) for s in steps]
         return shard_steps(steps, self.rank, self.world, self.whole_batches), counts
 
     def _eval_batches(self, split: str):
@@ -273,22 +275,21 @@ class Trainer:
         self.model.train()
         shards, counts = self._train_steps(epoch)
         batches = self._source([b for shard in shards for b, _ in shard])
-        total_sse = torch.zeros((), device=self.device)
-        total_count = 0
+        total_sse = torch.zeros(len(self.loss.groups), device=self.device)
+        total_count = np.zeros(len(self.loss.groups))
         n_samples = 0
         for shard, count in zip(_progress(shards, len(shards), f"epoch {epoch}"), counts):
-            # Exact accumulation: every micro-batch's squared error is divided by the whole step's count, so the
-            # summed gradient equals that of one batch holding the step's windows (NaN targets excluded). Across
+            # Exact accumulation: every micro-batch's squared error is divided by the whole step's weight sums, so
+            # the summed gradient equals that of one batch holding the step's windows (NaN targets excluded). Across
             # ranks the loss is also scaled by N, undoing DDP's average.
-            count = max(1, count)
             for i, (_, is_real) in enumerate(shard):
                 b = self._to_device(next(batches))
                 sync = self.ddp is None or i == len(shard) - 1  # DDP all-reduces once, on the last micro-batch
                 with nullcontext() if sync else self.ddp.no_sync():
-                    sse, _ = masked_sse(self._predict(b), b["y"])
+                    sse, _ = self.loss.sums(self._predict(b), b["y"])
                     if not is_real:
                         sse = sse * 0.0  # a stand-in: zero gradient, still part of DDP's all-reduce
-                    self.scaler.scale(sse * (self.world / count)).backward()
+                    self.scaler.scale(self.loss.value(sse, count, scale=self.world)).backward()
                 total_sse += sse.detach()
                 n_samples += b["x"].shape[0] if is_real else 0
             total_count += count
@@ -305,18 +306,18 @@ class Trainer:
         if self.world > 1:
             total_sse = self._all_reduce(total_sse)
             n_samples = int(self._all_reduce(torch.tensor(n_samples, device=self.device)))
-        return float(total_sse) / max(1, total_count), n_samples
+        return float(self.loss.value(total_sse, total_count)), n_samples
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
-        sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
+        sums = {k: torch.zeros(len(self.loss.groups), device=self.device) for k in ("sse", "count")}
         per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
         for b in self._eval_batches(split):
             b = self._to_device(b)
             pred = self._predict(b)
-            sse, count = masked_sse(pred, b["y"])
+            sse, count = self.loss.sums(pred, b["y"])
             sums["sse"] += sse
             sums["count"] += count
             truth = denormalize(b["y"], *self.stats)
@@ -330,7 +331,7 @@ class Trainer:
             per_lead = self._all_reduce(per_lead)
         m_sse, m_sae, w, p_sse, p_sae, p_w = per_lead
         return {
-            "loss": float(sums["sse"] / sums["count"].clamp_min(1)),
+            "loss": float(self.loss.value(sums["sse"], sums["count"])),
             "rmse": float(rmse(m_sse.sum(), w.sum())),
             "persistence_rmse": float(rmse(p_sse.sum(), p_w.sum())),
             "rmse_per_lead": rmse(m_sse, w).tolist(),
@@ -364,15 +365,6 @@ class Trainer:
         if every and epoch % every == 0:
             ckpt_io.save_atomic(state, self.out_dir / f"epoch_{epoch}.pt")
         return last
-
-
-def _finite_per_step(targets: np.ndarray) -> np.ndarray:
-    """Finite target values at each time step, read in slices (targets may be memory-mapped from disk)."""
-    out = np.empty(len(targets), dtype=np.int64)
-    for i in range(0, len(targets), 1024):
-        block = np.asarray(targets[i : i + 1024])
-        out[i : i + len(block)] = np.isfinite(block).reshape(len(block), -1).sum(axis=1)
-    return out
 
 
 def _distributed() -> bool:
