@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from data_io import PreparedData, prepare
+from model import _schedule as schedule
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
 from model.config import Config, per_worker_batch
@@ -53,6 +54,7 @@ class EpochRecord:
     device: str
     effective_batch_size: int
     first_step_at: float | None = None  # wall clock after the run's first optimizer step (trial start-up cost)
+    learning_rate: float | None = None  # during this epoch (--lr-scheduler changes it between epochs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +139,7 @@ class Trainer:
         # Fused AdamW on CUDA: one kernel for all parameters instead of a handful per step.
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay,
                                            fused=device.type == "cuda")
+        self.scheduler = schedule.make_scheduler(self.optimizer, t)
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
@@ -167,6 +170,15 @@ class Trainer:
         state = ckpt_io.load(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        t = self.config.train
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            if state["config"]["train"].get("lr_scheduler") == t.lr_scheduler:
+                self.scheduler.load_state_dict(state["scheduler"])
+            else:
+                log.warning("%s was trained with --lr-scheduler %s; starting --lr-scheduler %s afresh", path,
+                            state["config"]["train"].get("lr_scheduler"), t.lr_scheduler)
+        if t.reset_lr_on_resume:
+            schedule.reset_learning_rate(self.optimizer, self.scheduler, t.learning_rate)
         self.scaler.load_state_dict(state["scaler"])
         ckpt_io.set_rng_state(state["rng"])
         self.start_epoch = state["epoch"] + 1
@@ -229,6 +241,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
             train_loss, n_samples = self.train_epoch(epoch)
             train_time = time.perf_counter() - t0
             val = self.evaluate("val")
@@ -246,8 +259,9 @@ class Trainer:
                 persistence_rmse=val["persistence_rmse"], time_per_epoch_s=elapsed,
                 samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak,
                 device=self.device.type, effective_batch_size=t.batch_size * t.gradient_accumulation_steps,
-                first_step_at=self.first_step_at if epoch == self.start_epoch else None,
+                first_step_at=self.first_step_at if epoch == self.start_epoch else None, learning_rate=lr,
             )
+            schedule.step(self.scheduler, record.val_loss)  # before saving: a resumed run continues the schedule
             self.history.append(record)
             improved = record.val_loss < self.best_val
             if improved:
@@ -257,9 +271,9 @@ class Trainer:
             last = self.save(epoch, improved)
             (log.info if self.rank == 0 else log.debug)(
                 "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_rmse %.4g (persistence %.4g)  "
-                "time_per_epoch %.2f s  %.0f samples/s  peak %.0f MB",
+                "time_per_epoch %.2f s  %.0f samples/s  peak %.0f MB  lr %.3g",
                 epoch, t.num_epochs, record.train_loss, record.val_loss, record.val_rmse,
-                record.persistence_rmse, record.time_per_epoch_s, record.samples_per_s, record.peak_memory_mb,
+                record.persistence_rmse, record.time_per_epoch_s, record.samples_per_s, record.peak_memory_mb, lr,
             )
             stop_early = self.stale >= t.early_stopping_patience
             if on_epoch is not None:
@@ -345,6 +359,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": epoch,
             "config": self.config.to_dict(),
             "input_stats": self.data.input_stats.to_dict(),
