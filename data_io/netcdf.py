@@ -88,7 +88,7 @@ def _prepare_open(
     _refuse_other_grids(ds, gridded, (cfg.variables or list(ds.data_vars)) + (cfg.target or []), path)
     inputs = _pick(cfg.variables, gridded, "--variables", path)
     default_target = ["precipitation"] if "precipitation" in gridded else inputs
-    if cfg.multi_variable and cfg.target:
+    if cfg.multi_variable and cfg.target and list(cfg.target) != list(inputs):  # a checkpoint's own list is fine
         raise ConfigError(f"--multi-variable predicts every input channel, but --target {cfg.target} was also given: "
                           "drop one of them")
     targets = inputs if cfg.multi_variable else _pick(cfg.target or default_target, gridded, "--target", path)
