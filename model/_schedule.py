@@ -1,7 +1,8 @@
 """Learning-rate schedules, stepped once per epoch after validation (--lr-scheduler).
 
 plateau is graphcast's ReduceLROnPlateau (factor 0.9, patience 20, min_lr 1e-6 by default); cosine decays from
---learning-rate at the first epoch to --min-lr at the last. Every rank steps with the same all-reduced val loss, so the learning
+--learning-rate at the first epoch to --min-lr at the last. Every rank steps with the same all-reduced val loss,
+so the learning
 rates stay identical under data-parallel training.
 """
 

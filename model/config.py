@@ -36,7 +36,8 @@ class ModelConfig:
                           "(graphcast's dual stream)"},
     )
     use_attention: bool = field(
-        default=False, metadata={"help": "self-attention on the bottleneck's output", "aliases": {"--no-attention": False}}
+        default=False,
+        metadata={"help": "self-attention on the bottleneck's output", "aliases": {"--no-attention": False}},
     )
     use_group_norm: bool = field(
         default=False, metadata={"help": "GroupNorm on the gates inside every ConvLSTM cell",

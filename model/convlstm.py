@@ -79,7 +79,8 @@ class ConvLSTMLevels(nn.Module):
         k, gn = config.kernel_size, config.use_group_norm
         self.cells = nn.ModuleList(ConvLSTMCell(ins[i], widths[i], k, gn) for i in range(len(widths)))
         self.post = nn.ModuleList(
-            _level_output(config, w, r, attention and i == len(widths) - 1) for i, (w, r) in enumerate(zip(widths, rates))
+            _level_output(config, w, r, attention and i == len(widths) - 1)
+            for i, (w, r) in enumerate(zip(widths, rates))
         )
         self.pool = pool
 
@@ -93,7 +94,8 @@ class ConvLSTMLevels(nn.Module):
             state.append((x.new_zeros(b, cell.hidden, h, w), x.new_zeros(b, cell.hidden, h, w)))
         return state
 
-    def step(self, x: torch.Tensor, state: State, fused: torch.Tensor | None = None) -> tuple[list[torch.Tensor], State]:
+    def step(self, x: torch.Tensor, state: State,
+             fused: torch.Tensor | None = None) -> tuple[list[torch.Tensor], State]:
         """One time step; returns every level's output (the skip connections) and the new state."""
         outputs, new_state = [], []
         top = len(self.cells) - 1
