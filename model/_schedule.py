@@ -2,8 +2,7 @@
 
 plateau is graphcast's ReduceLROnPlateau (factor 0.9, patience 20, min_lr 1e-6 by default); cosine decays from
 --learning-rate at the first epoch to --min-lr at the last. Every rank steps with the same all-reduced val loss,
-so the learning
-rates stay identical under data-parallel training.
+so the learning rates stay identical under data-parallel training.
 """
 
 from __future__ import annotations
