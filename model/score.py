@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from data_io import NormStats
+from model.losses import ForecastLoss
 from model.metrics import denormalize, latitude_weights, mae, masked_sse, rmse, weighted_errors
 
 # Indices into the second axis of Scorer.sums.
@@ -28,7 +29,8 @@ class Scorer:
     """
 
     def __init__(self, stats: NormStats, lat: np.ndarray, forecast_steps: int, device: torch.device,
-                 references: Sequence[str] = ("persistence",), same_points: bool = False) -> None:
+                 references: Sequence[str] = ("persistence",), same_points: bool = False,
+                 loss: ForecastLoss | None = None) -> None:
         if "persistence" not in references:
             raise ValueError(f"references must include persistence, but got {list(references)}")
         self.methods = ("model", *references)
@@ -39,7 +41,10 @@ class Scorer:
                       torch.as_tensor(np.array(stats.log), device=device))
         self.lat_w = torch.as_tensor(latitude_weights(lat), dtype=torch.float32, device=device)
         self.sums = torch.zeros(len(self.methods), 3, forecast_steps, len(stats.channels), device=device)
-        self.loss_sums = torch.zeros(2, device=device)  # normalised squared error, finite targets
+        # The training loss (validation; early stopping follows it), else the plain normalised MSE.
+        self.loss_fn = loss
+        groups = len(loss.groups) if loss is not None else 1
+        self.loss_sums = torch.zeros(2, groups, device=device)  # weighted squared error, weight, per loss group
 
     def physical(self, pred_z: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(forecast, truth, persistence) in physical units, each (batch, lead, channel, lat, lon)."""
@@ -49,8 +54,11 @@ class Scorer:
 
     def add(self, pred_z: torch.Tensor, batch: dict, references: dict[str, torch.Tensor] | None = None) -> None:
         """One batch: the model's normalised output, the batch (y, last), and any other reference in physical units."""
-        sse, count = masked_sse(pred_z, batch["y"])
-        self.loss_sums += torch.stack([sse, count.to(sse.dtype)])
+        if self.loss_fn is not None:
+            self.loss_sums += torch.stack(self.loss_fn.sums(pred_z, batch["y"]))
+        else:
+            sse, count = masked_sse(pred_z, batch["y"])
+            self.loss_sums += torch.stack([sse, count.to(sse.dtype)]).view(2, 1)
         pred, truth, persist = self.physical(pred_z, batch)
         forecasts = {"model": pred, "persistence": persist, **(references or {})}
         if self.same_points:
@@ -68,7 +76,9 @@ class Scorer:
 
     @property
     def loss(self) -> float:
-        return float(self.loss_sums[0] / self.loss_sums[1].clamp_min(1))
+        if self.loss_fn is not None:
+            return float(self.loss_fn.value(self.loss_sums[0], self.loss_sums[1]))
+        return float(self.loss_sums[0, 0] / self.loss_sums[1, 0].clamp_min(1))
 
     def rmse(self, method: str) -> torch.Tensor:
         """(lead, channel)."""

@@ -9,6 +9,7 @@ convlstm-train and train_convlstm.py (tune/train.py) pass the launcher (tune.dis
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -16,13 +17,17 @@ from pathlib import Path
 
 from data_io import ConfigError, PreparedData
 from model._main import run_cli, setup_logging
-from model.config import Config, add_config_flags, config_from_args, data_parallel_workers
+from model.config import Config, TrainConfig, add_config_flags, config_from_args, data_parallel_workers
 from model.trainer import EpochRecord, fit
 
 # Trains a config data-parallel (several processes) and returns the history, as fit() does.
 Launcher = Callable[[Config, PreparedData | None], list[EpochRecord]]
 
 log = logging.getLogger("convlstm")
+
+
+def fields_help(cls: type, name: str) -> str:
+    return next(f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name)
 
 
 def parser(prog: str = "python -m model.train") -> argparse.ArgumentParser:
@@ -58,7 +63,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m model.train", lau
     def _run() -> int:
         config = config_from_args(parser(prog).parse_args(argv))
         _check_launcher(config, launcher)  # before a log file is made
-        setup_logging(Path(config.train.output_dir) / "train.log")
+        setup_logging(Path(config.train.output_dir) / "train.log", level=getattr(logging, config.train.log_level))
+        for name in ("checkpoint_frequency", "validation_frequency", "max_rollout_steps"):
+            if getattr(config.train, name) is not None:
+                log.warning("--%s is graphcast's and not used here: %s", name.replace("_", "-"),
+                            fields_help(TrainConfig, name))
         train_and_record(config, launcher=launcher)
         return 0
 
