@@ -7,8 +7,6 @@ GroupNorm in the cells, bottleneck self-attention, spatial dropout 0.2 (none in 
 
 from __future__ import annotations
 
-import dataclasses
-
 from data_io import ConfigError
 
 _GRAPHCAST = {"topology": "unet", "upstream_fusion": "bottleneck", "use_attention": True, "use_group_norm": True,
@@ -27,22 +25,18 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def _stacked() -> dict:
-    from model.config import ModelConfig
-
-    return {k: v for k, v in dataclasses.asdict(ModelConfig()).items() if k != "model_type"}
-
-
-def preset(model_type: str) -> dict:
-    """Every architecture field's value under this model type."""
+def preset(model_type: str, defaults: dict | None = None) -> dict:
+    """The architecture fields this model type sets, over `defaults` (ModelConfig's own values, i.e. "stacked";
+    passed in by model.config, which imports this module)."""
+    base = {k: v for k, v in (defaults or {}).items() if k != "model_type"}
     if model_type == "stacked":
-        return _stacked()
+        return base
     if model_type not in PRESETS:
         raise ConfigError(f"--model-type {model_type!r} is not a preset; choose one of {['stacked', *PRESETS]}")
-    return {**_stacked(), **PRESETS[model_type]}
+    return {**base, **PRESETS[model_type]}
 
 
-def expand_preset(values: dict, where: str) -> dict:
+def expand_preset(values: dict, where: str, defaults: dict) -> dict:
     """One config source with its model_type's preset filled in under the keys the source does not give."""
     section = values.get("model") if isinstance(values.get("model"), dict) else None
     model_type = (section or {}).get("model_type", values.get("model_type"))
@@ -51,7 +45,7 @@ def expand_preset(values: dict, where: str) -> dict:
     if not isinstance(model_type, str):
         raise ConfigError(f"{where}: model_type = {model_type!r} is not a name; choose one of {['stacked', *PRESETS]}")
     given = set(values) | set(section or {})
-    filled = {k: v for k, v in preset(model_type).items() if k not in given}
+    filled = {k: v for k, v in preset(model_type, defaults).items() if k not in given}
     if section is not None:
         return {**values, "model": {**filled, **section}}
     return {**filled, **values}

@@ -262,7 +262,7 @@ def _merge(nested: dict[str, dict], values: dict, where: str, ignore_unknown: bo
     from model._cli import section_fields
     from model._presets import expand_preset
 
-    values = expand_preset(values, where)
+    values = expand_preset(values, where, asdict(ModelConfig()))
     owners = {name: sec for sec, cls in SECTIONS.items() for name in section_fields(cls)}
     for key, value in values.items():
         if key in SECTIONS and isinstance(value, dict):
