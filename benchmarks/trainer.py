@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 
 import torch
@@ -46,6 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="/tmp/convlstm_reference.nc")
     p.add_argument("--hidden-channels", type=int, nargs="+", default=[64, 64])
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--model-type", default=None, help="a --model-type preset (model/_presets.py); widths from "
+                   "--hidden-channels")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="ModelConfig overrides, e.g. use_attention=false use_group_norm=false")
     p.add_argument("--upstream", action="store_true", help="include the upstream box (graphcast's settings)")
     p.add_argument("--only", nargs="*", help="variant name prefixes to run")
     p.add_argument("--output", default="benchmarks/results/trainer.json")
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as out:
             config = Config(
                 data=data.config,
-                model=ModelConfig(hidden_channels=args.hidden_channels),
+                model=model_config(args),
                 train=TrainConfig(output_dir=out, batch_size=args.batch_size, num_epochs=args.epochs,
                                   checkpoint_every=0, **overrides),
             )
@@ -87,8 +92,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:45s} {sps:9.1f} samples/s  {row['time_per_epoch_s']:7.2f} s/epoch  "
               f"{row['tflops']:6.1f} TFLOP/s  MFU {100 * row['mfu']:5.1f}%  peak {row['peak_memory_mb']:.0f} MB  "
               f"first epoch {row['first_epoch_s']:.1f} s")
-    write_json(args.output, {"command": "python -m benchmarks.trainer " + " ".join(argv or []),
+    write_json(args.output, {"command": "python -m benchmarks.trainer " + " ".join(argv or sys.argv[1:]),
                              "matmul_tflops": peak, "flops_per_sample": flops, "rows": rows})
+
+
+def model_config(args) -> ModelConfig:
+    import yaml
+
+    from model._presets import preset
+
+    values = {**preset(args.model_type), "model_type": args.model_type} if args.model_type else {}
+    values.update({k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)})
+    return ModelConfig(**{**values, "hidden_channels": args.hidden_channels})
 
 
 if __name__ == "__main__":

@@ -57,3 +57,23 @@ def test_graphed_eager_steps_follow_eager_training(data, tmp_path, accumulation,
 
     assert len(data.starts("train")) % 6, "the test needs a partial last batch"
     np.testing.assert_allclose(run(True), run(False), rtol=1e-4 if not use_amp else 2e-3)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(model_type="dual_stream", hidden_channels=[8, 16], dropout_rate=0.0),
+    dict(model_type="shallow", hidden_channels=[8, 16], use_batch_norm=True),
+    dict(model_type="dual_stream", hidden_channels=[8, 16], upstream_fusion="input", use_attention=False),
+], ids=["dual_stream", "shallow+batchnorm", "unet-input-fusion"])
+def test_graphed_steps_follow_eager_training_for_the_graphcast_variants(data, tmp_path, overrides):
+    """U-Net levels, GroupNorm, BatchNorm, bottleneck attention, both upstream fusions: graphed == eager (bf16)."""
+    from model._presets import preset
+
+    model = ModelConfig(**{**preset(overrides["model_type"]), **overrides})
+
+    def run(graphs: bool) -> list:
+        train = TrainConfig(output_dir=str(tmp_path / str(graphs)), num_epochs=2, num_workers=0, batch_size=6,
+                            gradient_accumulation_steps=2, seed=1, learning_rate=1e-3, device="cuda",
+                            cuda_graphs=graphs, checkpoint_every=0)
+        return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
+
+    np.testing.assert_allclose(run(True), run(False), rtol=2e-3)

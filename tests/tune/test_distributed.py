@@ -60,6 +60,18 @@ def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny,
     assert (tmp_path / "two" / "last.pt").is_file()
 
 
+@pytest.mark.slow  # four gloo processes on a 2-core machine, in a Ray of its own with 4 logical CPUs: ~2 min
+def test_four_cpu_workers_follow_the_single_process_loss_curve(tmp_path):
+    """The 4-worker step of issue 18 on CPUs, through the benchmark script that records it."""
+    out = tmp_path / "ddp_cpu.json"
+    run = subprocess.run([sys.executable, "-m", "benchmarks.ddp_cpu", "--workers", "4", "--output", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["mode"] for r in rows} == {"whole micro-batches", "split micro-batches"}
+    assert all(r["max_rel_diff"] <= 1e-4 for r in rows), rows
+
+
 @pytest.mark.slow  # ~2 min here (three Ray Train worker-group starts); passed on the final code
 def test_a_worker_killed_mid_epoch_restarts_from_the_last_checkpoint_and_ends_on_the_same_curve(
     ray_session, tiny, tmp_path
