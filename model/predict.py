@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         forecast.attrs["history"] = f"{now}: {command}"
         write_netcdf(forecast, out)
-        names = ", ".join(map(str, forecast.data_vars))
+        names = ", ".join(str(v) for v in forecast.data_vars if forecast[v].ndim)  # not the grid_mapping
         log.info("Wrote %s: %s from %s, valid %s .. %s", out, names, forecast.attrs["forecast_reference_time"],
                  _iso(forecast["time"].values[0]), _iso(forecast["time"].values[-1]))
         return 0
@@ -343,6 +343,7 @@ def _forecast_dataset(values, data: PreparedData, meta: dict, level_coords: dict
             variables[name] = (("time", dim, row, col), values[:, idx], attrs)
         else:
             variables[name] = (("time", row, col), values[:, idx[0]], attrs)
+    title = f"ConvLSTM forecast of {', '.join(variables)}"
     mapping = data.grid.get("mapping") if data.grid else None
     if mapping:
         for _, _, attrs in variables.values():
@@ -356,7 +357,7 @@ def _forecast_dataset(values, data: PreparedData, meta: dict, level_coords: dict
         ds[name].encoding["_FillValue"] = None  # CF: coordinates have no missing values
     ds.attrs.update(
         Conventions="CF-1.8",
-        title=f"ConvLSTM forecast of {', '.join(variables)}",
+        title=title,
         forecast_reference_time=_iso(init),
     )
     return ds

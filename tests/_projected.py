@@ -22,10 +22,13 @@ LCC = {
 }
 
 
-def lambert_grid(ny: int = 24, nx: int = 26, dx_m: float = 120_000.0) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                                np.ndarray]:
-    """(x, y) in metres and the 2-D (lat, lon) of each cell centre of a grid centred on the projection origin."""
-    crs = pyproj.CRS.from_cf(LCC)
+def lambert_grid(ny: int = 24, nx: int = 26, dx_m: float = 120_000.0, **projection: float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x, y) in metres and the 2-D (lat, lon) of each cell centre of a grid centred on the projection origin.
+
+    ``projection`` overrides LCC's parameters (e.g. longitude_of_central_meridian=180.0 for a grid across 180E).
+    """
+    crs = pyproj.CRS.from_cf({**LCC, **projection})
     to_geo = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True)
     x = (np.arange(nx) - (nx - 1) / 2) * dx_m
     y = (np.arange(ny) - (ny - 1) / 2) * dx_m
@@ -34,9 +37,12 @@ def lambert_grid(ny: int = 24, nx: int = 26, dx_m: float = 120_000.0) -> tuple[n
     return x, y, lat, lon
 
 
-def projected_dataset(days: int = 40, ny: int = 24, nx: int = 26, seed: int = 0) -> xr.Dataset:
-    """CF: precipitation (time, y, x) and TEM (time, level, y, x), 2-D latitude/longitude, a grid_mapping variable."""
-    x, y, lat, lon = lambert_grid(ny, nx)
+def projected_dataset(days: int = 40, ny: int = 24, nx: int = 26, seed: int = 0, **projection: float) -> xr.Dataset:
+    """CF: precipitation (time, y, x) and TEM (time, level, y, x), 2-D latitude/longitude, a grid_mapping variable.
+
+    The demo's fields cover 10..60N, 70..140E: a grid elsewhere gets NaNs.
+    """
+    x, y, lat, lon = lambert_grid(ny, nx, **projection)
     demo = make_demo(seed=seed, days=days, resolution=2.0).sel(level=[850.0, 500.0])[["precipitation", "TEM"]]
     at = {"lat": xr.DataArray(lat, dims=("y", "x")), "lon": xr.DataArray(lon, dims=("y", "x"))}
     fields = demo.interp(at, method="linear").drop_vars(["lat", "lon"])
@@ -50,7 +56,7 @@ def projected_dataset(days: int = 40, ny: int = 24, nx: int = 26, seed: int = 0)
                           {"standard_name": "longitude", "units": "degrees_east"}),
         },
     )
-    ds["lambert_conformal_conic"] = xr.DataArray(np.int32(0), attrs=dict(LCC))
+    ds["lambert_conformal_conic"] = xr.DataArray(np.int32(0), attrs={**LCC, **projection})
     for name in ("precipitation", "TEM"):
         ds[name].attrs.update(units=demo[name].attrs["units"], grid_mapping="lambert_conformal_conic")
     ds["level"].attrs["units"] = "hPa"
