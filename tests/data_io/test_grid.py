@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
+import pyproj
 import pytest
 import xarray as xr
 
@@ -147,3 +149,33 @@ def test_nan_latitude_cell_is_refused(tmp_path):
     ds.assign_coords(latitude=(("y", "x"), lat)).to_netcdf(tmp_path / "hole.nc")
     with pytest.raises(DataError, match="coordinate 'latitude' has 1 cell"):
         prepare(DataConfig(data=str(tmp_path / "hole.nc")))
+
+
+def test_cosmo_style_rotated_pole_grid_keeps_its_rlat_rlon_axes(tmp_path):
+    mapping = {"grid_mapping_name": "rotated_latitude_longitude", "grid_north_pole_latitude": 55.0,
+               "grid_north_pole_longitude": -65.0}
+    crs = pyproj.CRS.from_cf(mapping)
+    rlat, rlon = np.arange(-6.0, 6.01, 1.0), np.arange(-5.0, 5.01, 1.0)
+    lon, lat = pyproj.Transformer.from_crs(crs, crs.geodetic_crs, always_xy=True).transform(*np.meshgrid(rlon, rlat))
+    t = pd.date_range("2021-06-01", periods=60, freq="6h")
+    rng = np.random.default_rng(1)
+    ds = xr.Dataset(
+        {"T_2M": (("time", "rlat", "rlon"), (280 + lat + rng.standard_normal((60, *lat.shape))).astype("float32"),
+                  {"units": "K", "grid_mapping": "rotated_pole"}),
+         "rotated_pole": ((), np.int8(0), mapping)},
+        coords={"time": t, "rlat": ("rlat", rlat, {"standard_name": "grid_latitude", "units": "degrees"}),
+                "rlon": ("rlon", rlon, {"standard_name": "grid_longitude", "units": "degrees"}),
+                "lat": (("rlat", "rlon"), lat, {"standard_name": "latitude", "units": "degrees_north"}),
+                "lon": (("rlat", "rlon"), lon, {"standard_name": "longitude", "units": "degrees_east"})},
+    )
+    ds.to_netcdf(tmp_path / "cosmo.nc")
+    box = (float(np.percentile(lat, 20)), float(np.percentile(lat, 80)),
+           float(np.percentile(lon, 20)), float(np.percentile(lon, 80)))
+    cfg = DataConfig(data=str(tmp_path / "cosmo.nc"), downstream_lat_min=box[0], downstream_lat_max=box[1],
+                     downstream_lon_min=box[2], downstream_lon_max=box[3], cache_threshold_mb=1000)
+    data = prepare(cfg)
+    (rows, cols), _ = _brute_force_rectangle(lat, lon, box)
+    np.testing.assert_array_equal(data.lat, lat[np.ix_(rows, cols)])
+    assert data.grid["dims"] == ["rlat", "rlon"] and data.grid["mapping"]["name"] == "rotated_pole"
+    assert data.grid["axes"]["y"]["name"] == "rlat" and data.grid["axes"]["y"]["values"] == rlat[rows].tolist()
+    assert data.grid["axes"]["x"]["values"] == rlon[cols].tolist()
