@@ -6,7 +6,7 @@ cache (the on-disk entries), pipeline (prepare, ensure_local).
 
 from data_io._errors import ConfigError, DataError, UserInputError
 from data_io.config import DataConfig
-from data_io.normalize import NormStats, denormalize
+from data_io.normalize import NormStats
 from data_io.pipeline import ensure_local, prepare
 from data_io.prepared import PreparedData
 from data_io.read import channel_name, open_dataset, time_step, variable_of
@@ -21,7 +21,6 @@ __all__ = [
     "PreparedData",
     "UserInputError",
     "channel_name",
-    "denormalize",
     "ensure_local",
     "open_dataset",
     "prepare",

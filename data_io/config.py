@@ -39,7 +39,11 @@ class DataConfig:
     train_ratio: float = 0.7
     val_ratio: float = 0.15
     test_start_date: str | None = field(
-        default=None, metadata={"help": "first date of the test split (overrides the ratios for test)"}
+        default=None, metadata={"help": "first date of the test split (overrides the ratios for test); graphcast's "
+                                        "--trainval-end-date is the same date", "aliases": ["--trainval-end-date"]}
+    )
+    multi_variable: bool = field(
+        default=False, metadata={"help": "predict every input channel (graphcast's multi-variable mode)"}
     )
     window_size: int = field(default=6, metadata={"help": "past time steps the model sees"})
     target_offset: int = field(default=1, metadata={"help": "steps from the last input to the first forecast"})

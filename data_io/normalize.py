@@ -87,7 +87,9 @@ class ChannelMoments:
 
 
 def normalize_inplace(arr: np.ndarray, stats: NormStats) -> None:
-    """arr (T, C, H, W) float32 -> z-scores, in place, channel by channel to bound peak memory."""
+    """arr (T, C, H, W) float32 -> z-scores, in place, channel by channel to bound peak memory.
+
+    The inverse is model.metrics.denormalize (tensors on the device, or arrays)."""
     for c in range(arr.shape[1]):
         view = arr[:, c]
         if stats.log[c]:
@@ -95,12 +97,3 @@ def normalize_inplace(arr: np.ndarray, stats: NormStats) -> None:
             np.log1p(view, out=view)
         view -= np.float32(stats.mean[c])
         view /= np.float32(stats.std[c])
-
-
-def denormalize(z: np.ndarray, stats: NormStats) -> np.ndarray:
-    """Inverse of normalize_inplace for an array whose axis -3 holds stats.channels."""
-    shape = (-1, 1, 1)
-    x = z * stats.std.reshape(shape) + stats.mean.reshape(shape)
-    # expm1 only on the log1p'd channels: on others (geopotential ~1e4) it would overflow and warn.
-    x[..., stats.log, :, :] = np.expm1(x[..., stats.log, :, :])
-    return x

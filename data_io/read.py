@@ -18,7 +18,7 @@ import xarray as xr
 
 from data_io import _grid
 from data_io._coords import box_indices, standardize, to_file_convention, west_to_east
-from data_io._errors import DataError
+from data_io._errors import ConfigError, DataError
 from data_io._netcdf3 import expected_size
 from data_io.config import DataConfig
 
@@ -177,7 +177,10 @@ def select(ds: xr.Dataset, cfg: DataConfig, path: str) -> Selection:
     _refuse_other_grids(ds, gridded, (cfg.variables or list(ds.data_vars)) + (cfg.target or []), path)
     inputs = _pick(cfg.variables, gridded, "--variables", path)
     default_target = ["precipitation"] if "precipitation" in gridded else inputs
-    targets = _pick(cfg.target or default_target, gridded, "--target", path)
+    if cfg.multi_variable and cfg.target and list(cfg.target) != list(inputs):  # a checkpoint's own list is fine
+        raise ConfigError(f"--multi-variable predicts every input channel, but --target {cfg.target} was also given: "
+                          "drop one of them")
+    targets = inputs if cfg.multi_variable else _pick(cfg.target or default_target, gridded, "--target", path)
 
     lat_idx, lon_idx = _downstream_box(ds, cfg, path)
     in_channels, levels = _channels(ds, inputs, path)

@@ -28,18 +28,21 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, exclude: set
         help_text = f.metadata.get("help", "")
         help_text = f"{help_text} (default: {default})".strip()
         kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        # aliases: for a bool {"--no-x": False} (a flag setting one value), else ["--other-name"] (same flag).
+        aliases = f.metadata.get("aliases", {})
+        names = [flag] if kind is bool else [flag, *aliases]
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
-            for alias, value in f.metadata.get("aliases", {}).items():
+            for alias, value in aliases.items():
                 group.add_argument(alias, action="store_const", const=value, dest=f.name, default=argparse.SUPPRESS,
                                    help=f"same as --{'' if value else 'no-'}{f.name.replace('_', '-')}")
         elif typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
-            group.add_argument(flag, nargs="+", type=item, metavar=item.__name__.upper(), **kw)
+            group.add_argument(*names, nargs="+", type=item, metavar=item.__name__.upper(), **kw)
         elif typing.get_origin(kind) is Literal:
-            group.add_argument(flag, choices=list(typing.get_args(kind)), **kw)
+            group.add_argument(*names, choices=list(typing.get_args(kind)), **kw)
         else:
-            group.add_argument(flag, type=kind, metavar=kind.__name__.upper(), **kw)
+            group.add_argument(*names, type=kind, metavar=kind.__name__.upper(), **kw)
 
 
 def _unwrap(hint: Any) -> tuple[Any, bool]:

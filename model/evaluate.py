@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from data_io import DataError, PreparedData, prepare, time_step
-from data_io import denormalize as denormalize_np
 from model import checkpoint as ckpt_io
 from model.batches import cpu_batches, epoch_order
 from model.config import Config
 from model.convlstm import ConvLSTMForecaster
 from model.device import select_device
-from model.metrics import climatology, denormalize, latitude_weights, mae, rmse, weighted_errors
+from model.metrics import climatology, denormalize
+from model.score import Scorer
 
 METHODS = ("model", "persistence", "climatology")
 
@@ -72,7 +72,7 @@ def monthly_climatology(data: PreparedData) -> tuple[np.ndarray, list[int]]:
     if b <= a:
         raise DataError("climatology needs the training split, but this data has none; "
                         "evaluate on the file the model was trained on (prepared without given statistics)")
-    phys = denormalize_np(data.targets[a:b].astype("float64"), data.target_stats)
+    phys = denormalize(np.asarray(data.targets[a:b]), data.target_stats)
     clim = climatology(phys, calendar_months(data.times[a:b]) - 1, 12)
     overall = climatology(phys, np.zeros(b - a, dtype=np.int64), 1)
     missing = [m + 1 for m in range(12) if not np.isfinite(clim[m]).any()]
@@ -85,18 +85,20 @@ def _valid_indices(starts: np.ndarray, data: PreparedData) -> np.ndarray:
     return starts[:, None] + c.window_size - 1 + c.target_offset + np.arange(c.forecast_steps)[None, :]
 
 
+def scorer(loaded: Loaded) -> Scorer:
+    """The scorer of every evaluation: model, persistence and climatology on the same points, on the CPU."""
+    data = loaded.data
+    return Scorer(data.target_stats, data.lat, data.config.forecast_steps, torch.device("cpu"),
+                  references=METHODS[1:], same_points=True)
+
+
 @torch.no_grad()
 def forecasts(loaded: Loaded, starts: np.ndarray, batch_size: int):
-    """Per batch: (starts, forecast, truth, persistence), physical units, (B, lead, channel, lat, lon) on CPU."""
-    data, model = loaded.data, loaded.model
-    ts = data.target_stats
-    stats = (torch.as_tensor(ts.mean).float(), torch.as_tensor(ts.std).float(), torch.as_tensor(ts.log))
+    """Per batch: (starts, normalised forecast, batch) on the CPU; Scorer.physical turns them into units."""
     batches = epoch_order(starts, False, 0, 0, batch_size)
-    for idx, b in zip(batches, cpu_batches(data, batches, 0, False)):
+    for idx, b in zip(batches, cpu_batches(loaded.data, batches, 0, False)):
         up = b["up"].to(loaded.device) if "up" in b else None
-        pred = model(b["x"].to(loaded.device), up).float().cpu()
-        truth = denormalize(b["y"], *stats)
-        yield idx, denormalize(pred, *stats), truth, denormalize(b["last"], *stats)[:, None].expand_as(truth)
+        yield idx, loaded.model(b["x"].to(loaded.device), up).float().cpu(), b
 
 
 def evaluate_checkpoint(
@@ -115,22 +117,13 @@ def evaluate_checkpoint(
     clim, missing = monthly_climatology(data)
     months = calendar_months(data.times) - 1
     missing = sorted(set(missing) & set((months[_valid_indices(starts, data)] + 1).ravel().tolist()))
-    lat_w = torch.as_tensor(latitude_weights(data.lat), dtype=torch.float32)
-    n_ch, n_lead = len(data.target_channels), data.config.forecast_steps
-    sums = torch.zeros(len(METHODS), 2, n_ch, n_lead, dtype=torch.float64)  # (method, sse|sae, channel, lead)
-    weights = torch.zeros(n_ch, n_lead, dtype=torch.float64)
-    for idx, pred, truth, persist in forecasts(loaded, starts, loaded.config.train.batch_size):
+    scores = scorer(loaded)
+    for idx, pred, batch in forecasts(loaded, starts, loaded.config.train.batch_size):
         clim_fc = torch.as_tensor(clim[months[_valid_indices(idx, data)]], dtype=torch.float32)
-        truth = torch.where(torch.isfinite(persist) & torch.isfinite(clim_fc), truth, torch.nan)
-        for k in range(n_ch):
-            for m, fc in enumerate((pred, persist, clim_fc)):
-                sse, sae, w = weighted_errors(fc[:, :, k : k + 1], truth[:, :, k : k + 1], lat_w)
-                sums[m, 0, k] += sse.double()
-                sums[m, 1, k] += sae.double()
-            weights[k] += w.double()
+        scores.add(pred, batch, {"climatology": clim_fc})
     first, last = _valid_indices(starts[[0, -1]], data)[[0, 1], [0, -1]]
     hours = _step_hours(data.times)
-    lead_steps = [data.config.target_offset + j for j in range(n_lead)]
+    lead_steps = [data.config.target_offset + j for j in range(data.config.forecast_steps)]
     return {
         "checkpoint": str(checkpoint_path),
         "epoch": int(loaded.ckpt["epoch"]),
@@ -145,8 +138,8 @@ def evaluate_checkpoint(
         "channels": {
             name: {
                 "units": data.target_attrs.get(name.split("@")[0], {}).get("units", ""),
-                "rmse": {m: rmse(sums[i, 0, k], weights[k]).tolist() for i, m in enumerate(METHODS)},
-                "mae": {m: mae(sums[i, 1, k], weights[k]).tolist() for i, m in enumerate(METHODS)},
+                "rmse": {m: scores.rmse(m)[:, k].tolist() for m in METHODS},
+                "mae": {m: scores.mae(m)[:, k].tolist() for m in METHODS},
             }
             for k, name in enumerate(data.target_channels)
         },
@@ -217,7 +210,8 @@ def plot_cases(
     if len(starts) == 0 or n_cases < 1:
         return []
     starts = starts[np.unique(np.linspace(0, len(starts) - 1, n_cases).round().astype(int))]
-    idx, pred, truth, _ = next(forecasts(loaded, starts, len(starts)))
+    idx, pred_z, batch = next(forecasts(loaded, starts, len(starts)))
+    pred, truth, _ = scorer(loaded).physical(pred_z, batch)
     valid = _valid_indices(idx, data)[:, 0]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from data_io import NormStats
+
 
 def latitude_weights(lat: np.ndarray) -> np.ndarray:
     """cos(latitude), normalised to mean 1: (lat,) over a regular grid's rows, or (y, x) over a projected grid's
@@ -24,23 +26,36 @@ def masked_sse(pred: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, t
     return (diff * diff).sum(), mask.sum()
 
 
-def denormalize(z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, log: torch.Tensor) -> torch.Tensor:
-    """Invert the z-score (and log1p) per channel; mean/std/log have shape (channel,)."""
+def denormalize(z: torch.Tensor | np.ndarray, stats: NormStats | tuple[torch.Tensor, ...]) -> torch.Tensor | np.ndarray:
+    """Invert the z-score (and log1p) per channel, the channel axis being -3: the one inverse of
+    data_io.normalize_inplace.
+
+    z is a tensor (computed in float32, or float64 if it is float64) or a NumPy array (computed in float64, returned
+    as an array). stats is a NormStats, or its (mean, std, log) as tensors already on z's device, which the trainer
+    and the scorer keep so that no copy is made per batch.
+    """
+    if isinstance(z, np.ndarray):
+        return denormalize(torch.from_numpy(np.asarray(z, dtype="float64")), stats).numpy()
+    if isinstance(stats, NormStats):
+        stats = tuple(torch.as_tensor(np.array(a), device=z.device) for a in (stats.mean, stats.std, stats.log))
+    mean, std, log = stats
+    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     shape = (-1, 1, 1)
-    x = z.float() * std.view(shape) + mean.view(shape)
+    x = z.to(dtype) * std.to(dtype).view(shape) + mean.to(dtype).view(shape)
+    # expm1 of a non-log channel (geopotential ~1e4) overflows to inf, but where() never selects it.
     return torch.where(log.view(shape), torch.expm1(x), x)
 
 
 def weighted_errors(
     pred: torch.Tensor, truth: torch.Tensor, lat_weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Latitude-weighted squared and absolute error sums per lead, and the weight sum per lead.
+    """Latitude-weighted squared and absolute error sums per (lead, channel), and the weight sums.
 
     ``lat_weights`` is (lat,) per row of a regular grid or (lat, lon) per cell of a projected one.
     """
     w = (lat_weights.view(-1, 1) if lat_weights.ndim == 1 else lat_weights) * torch.isfinite(truth)
     err = torch.where(w > 0, pred.float() - torch.nan_to_num(truth.float()), 0.0)
-    dims = [d for d in range(err.ndim) if d != 1]
+    dims = [d for d in range(err.ndim) if d not in (1, 2)]
     return (w * err * err).sum(dims), (w * err.abs()).sum(dims), w.sum(dims)
 
 

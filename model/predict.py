@@ -19,12 +19,13 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from data_io import ConfigError, DataError, NormStats, PreparedData, denormalize, open_dataset, prepare, time_step
+from data_io import ConfigError, DataError, NormStats, PreparedData, open_dataset, prepare, time_step
 from data_io._coords import to_file_convention
 from data_io.read import extra_dims, horizontal_dims
 from model import checkpoint as ckpt_io
 from model._main import run_cli, setup_logging
 from model.device import describe, select_device
+from model.metrics import denormalize
 
 log = logging.getLogger("convlstm")
 

@@ -28,14 +28,17 @@ import torch
 import torch.distributed as dist
 
 from data_io import PreparedData, prepare
+from model import _schedule as schedule
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
+from model.build import model_from_config
 from model.config import Config, per_worker_batch
-from model.convlstm import ConvLSTMForecaster
+from model.convlstm import check_grid
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
 from model._graphs import StepGraphs
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
-from model.metrics import denormalize, latitude_weights, masked_sse, rmse, weighted_errors
+from model.losses import ForecastLoss
+from model.score import Scorer
 
 log = logging.getLogger("convlstm")
 
@@ -53,6 +56,7 @@ class EpochRecord:
     device: str
     effective_batch_size: int
     first_step_at: float | None = None  # wall clock after the run's first optimizer step (trial start-up cost)
+    learning_rate: float | None = None  # during this epoch (--lr-scheduler changes it between epochs)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,17 +86,6 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
     raise OutOfMemory(message, peak_memory_mb=peak)
 
 
-def build_model(config: Config, data: PreparedData) -> ConvLSTMForecaster:
-    n_in = data.inputs.shape[1]
-    return ConvLSTMForecaster(
-        config.model,
-        in_channels=n_in,
-        out_channels=data.targets.shape[1],
-        forecast_steps=config.data.forecast_steps,
-        upstream_channels=n_in if data.upstream is not None else None,
-    )
-
-
 class Trainer:
     def __init__(self, config: Config, data: PreparedData, device: torch.device) -> None:
         t = config.train
@@ -107,7 +100,11 @@ class Trainer:
         np.random.seed(t.seed % 2**32)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = t.cudnn_benchmark
-        self.model = build_model(config, data).to(device)
+        check_grid(config.model, *data.inputs.shape[-2:])
+        if data.upstream is not None:
+            check_grid(config.model, *data.upstream.shape[-2:], box="upstream")
+        self.model = model_from_config(config, data.inputs.shape[1], data.targets.shape[1],
+                                       upstream=data.upstream is not None).to(device)
         self.memory_format = (torch.channels_last if (t.channels_last and device.type == "cuda")
                               else torch.contiguous_format)
         self.model = self.model.to(memory_format=self.memory_format)
@@ -134,6 +131,7 @@ class Trainer:
         # Fused AdamW on CUDA: one kernel for all parameters instead of a handful per step.
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay,
                                            fused=device.type == "cuda")
+        self.scheduler = schedule.make_scheduler(self.optimizer, t)
         self.amp = amp_dtype(device, t.use_amp)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16 and device.type == "cuda")
         self.device_batches = self._device_batches()
@@ -142,12 +140,8 @@ class Trainer:
         self.graphed = t.cuda_graphs and device.type == "cuda" and self.world == 1 and not t.compile
         self._train_graphs = StepGraphs(self._micro_step) if self.graphed else None
         self._eval_graphs = StepGraphs(self._eval_forward) if self.graphed else None
-        self.finite_targets = _finite_per_step(data.targets)
-        stats = data.target_stats
-        # Copies: arrays from Ray's object store are read-only, which torch.as_tensor warns about.
-        self.stats = [torch.as_tensor(np.array(a), device=device) for a in (stats.mean, stats.std, stats.log)]
-        self.stats[0], self.stats[1] = self.stats[0].float(), self.stats[1].float()
-        self.lat_w = torch.as_tensor(latitude_weights(data.lat), dtype=torch.float32, device=device)
+        self.loss = ForecastLoss(t, data.target_stats, device)
+        self.step_weights = self.loss.per_step_weights(data.targets)  # (time, loss group)
         self.start_epoch, self.best_val, self.stale, self.history = 1, math.inf, 0, []
         self.first_step_at: float | None = None
         if t.resume:
@@ -168,6 +162,15 @@ class Trainer:
         state = ckpt_io.load(path)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        t = self.config.train
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            if state["config"]["train"].get("lr_scheduler") == t.lr_scheduler:
+                self.scheduler.load_state_dict(state["scheduler"])
+            else:
+                log.warning("%s was trained with --lr-scheduler %s; starting --lr-scheduler %s afresh", path,
+                            state["config"]["train"].get("lr_scheduler"), t.lr_scheduler)
+        if t.reset_lr_on_resume:
+            schedule.reset_learning_rate(self.optimizer, self.scheduler, t.learning_rate)
         self.scaler.load_state_dict(state["scaler"])
         ckpt_io.set_rng_state(state["rng"])
         self.start_epoch = state["epoch"] + 1
@@ -191,7 +194,7 @@ class Trainer:
         order = epoch_order(self.data.starts("train"), True, t.seed, epoch, t.batch_size)
         steps = optimizer_steps(order, t.gradient_accumulation_steps)
         leads = np.arange(c.forecast_steps) + c.window_size - 1 + c.target_offset
-        counts = [int(self.finite_targets[np.concatenate(s)[:, None] + leads].sum()) for s in steps]
+        counts = [self.step_weights[np.concatenate(s)[:, None] + leads].sum(axis=(0, 1)) for s in steps]
         return shard_steps(steps, self.rank, self.world, self.whole_batches), counts
 
     def _eval_batches(self, split: str):
@@ -218,14 +221,14 @@ class Trainer:
                 else nullcontext())
 
     def _micro_step(self, x: torch.Tensor, up: torch.Tensor | None, y: torch.Tensor,
-                    weight: torch.Tensor) -> torch.Tensor:
-        """Forward, loss and backward of one micro-batch; gradients add into .grad. Returns its squared error."""
+                    factor: torch.Tensor) -> torch.Tensor:
+        """Forward, loss and backward of one micro-batch; gradients add into .grad. Returns its loss group sums."""
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
         with self._autocast():
             pred = self.forward(x, up)
-        sse, _ = masked_sse(pred, y)
-        self.scaler.scale(sse * weight).backward()
+        sse, _ = self.loss.sums(pred, y)
+        self.scaler.scale((sse * factor).sum()).backward()
         return sse.detach()
 
     def _eval_forward(self, x: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
@@ -247,6 +250,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             t0 = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
             train_loss, n_samples = self.train_epoch(epoch)
             train_time = time.perf_counter() - t0
             val = self.evaluate("val")
@@ -264,8 +268,9 @@ class Trainer:
                 persistence_rmse=val["persistence_rmse"], time_per_epoch_s=elapsed,
                 samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak,
                 device=self.device.type, effective_batch_size=t.batch_size * t.gradient_accumulation_steps,
-                first_step_at=self.first_step_at if epoch == self.start_epoch else None,
+                first_step_at=self.first_step_at if epoch == self.start_epoch else None, learning_rate=lr,
             )
+            schedule.step(self.scheduler, record.val_loss)  # before saving: a resumed run continues the schedule
             self.history.append(record)
             improved = record.val_loss < self.best_val
             if improved:
@@ -275,9 +280,9 @@ class Trainer:
             last = self.save(epoch, improved)
             (log.info if self.rank == 0 else log.debug)(
                 "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_rmse %.4g (persistence %.4g)  "
-                "time_per_epoch %.2f s  %.0f samples/s  peak %.0f MB",
+                "time_per_epoch %.2f s  %.0f samples/s  peak %.0f MB  lr %.3g",
                 epoch, t.num_epochs, record.train_loss, record.val_loss, record.val_rmse,
-                record.persistence_rmse, record.time_per_epoch_s, record.samples_per_s, record.peak_memory_mb,
+                record.persistence_rmse, record.time_per_epoch_s, record.samples_per_s, record.peak_memory_mb, lr,
             )
             stop_early = self.stale >= t.early_stopping_patience
             if on_epoch is not None:
@@ -293,25 +298,25 @@ class Trainer:
         self.model.train()
         shards, counts = self._train_steps(epoch)
         batches = self._source([b for shard in shards for b, _ in shard])
-        total_sse = torch.zeros((), device=self.device)
-        total_count = 0
+        total_sse = torch.zeros(len(self.loss.groups), device=self.device)
+        total_count = np.zeros(len(self.loss.groups))
         n_samples = 0
-        # Every micro-batch's loss weight, moved to the device once: a tensor made per step would sync the host.
-        weights = iter(torch.tensor([self.world / max(1, count) if is_real else 0.0
-                                     for shard, count in zip(shards, counts) for _, is_real in shard],
-                                    dtype=torch.float32).to(self.device).unbind())
+        # Every micro-batch's loss factors, moved to the device once: a tensor made per step would sync the host.
+        # A stand-in's are 0: zero gradient, still part of DDP's all-reduce.
+        factors = iter(torch.as_tensor(np.stack([
+            self.loss.factors(count, self.world) * is_real for shard, count in zip(shards, counts)
+            for _, is_real in shard])).to(self.device).unbind())
         for shard, count in zip(_progress(shards, len(shards), f"epoch {epoch}"), counts):
-            # Exact accumulation: every micro-batch's squared error is divided by the whole step's count, so the
-            # summed gradient equals that of one batch holding the step's windows (NaN targets excluded). Across
+            # Exact accumulation: every micro-batch's squared error is divided by the whole step's weight sums, so
+            # the summed gradient equals that of one batch holding the step's windows (NaN targets excluded). Across
             # ranks the loss is also scaled by N, undoing DDP's average.
-            count = max(1, count)
             for i, (_, is_real) in enumerate(shard):
                 b = self._to_device(next(batches))
                 sync = self.ddp is None or i == len(shard) - 1  # DDP all-reduces once, on the last micro-batch
-                weight = next(weights)  # a stand-in's is 0: zero gradient, still part of DDP's all-reduce
+                factor = next(factors)
                 with nullcontext() if sync else self.ddp.no_sync():
                     step = self._train_graphs or self._micro_step
-                    sse = step(b["x"], b.get("up"), b["y"], weight)
+                    sse = step(b["x"], b.get("up"), b["y"], factor)
                 if is_real:
                     total_sse += sse
                 n_samples += b["x"].shape[0] if is_real else 0
@@ -329,50 +334,32 @@ class Trainer:
         if self.world > 1:
             total_sse = self._all_reduce(total_sse)
             n_samples = int(self._all_reduce(torch.tensor(n_samples, device=self.device)))
-        return float(total_sse) / max(1, total_count), n_samples
+        return float(self.loss.value(total_sse, total_count)), n_samples
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
-        sums = {k: torch.zeros((), device=self.device) for k in ("sse", "count")}
-        per_lead = torch.zeros(6, self.config.data.forecast_steps, device=self.device)
+        scorer = Scorer(self.data.target_stats, self.data.lat, self.config.data.forecast_steps, self.device,
+                        loss=self.loss)
         for b in self._eval_batches(split):
             b = self._to_device(b)
-            pred = self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b)
-            sse, count = masked_sse(pred, b["y"])
-            sums["sse"] += sse
-            sums["count"] += count
-            truth = denormalize(b["y"], *self.stats)
-            persist = denormalize(b["last"], *self.stats)[:, None].expand_as(truth)
-            model_err = weighted_errors(denormalize(pred, *self.stats), truth, self.lat_w)
-            # A gap at the last input step leaves persistence undefined there: score it where it exists.
-            pers_err = weighted_errors(persist, torch.where(torch.isfinite(persist), truth, torch.nan), self.lat_w)
-            per_lead += torch.stack([*model_err, *pers_err])  # (6, leads)
+            scorer.add(self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b), b)
         if self.world > 1:
-            sums = {k: self._all_reduce(v) for k, v in sums.items()}
-            per_lead = self._all_reduce(per_lead)
-        m_sse, m_sae, w, p_sse, p_sae, p_w = per_lead
-        return {
-            "loss": float(sums["sse"] / sums["count"].clamp_min(1)),
-            "rmse": float(rmse(m_sse.sum(), w.sum())),
-            "persistence_rmse": float(rmse(p_sse.sum(), p_w.sum())),
-            "rmse_per_lead": rmse(m_sse, w).tolist(),
-            "mae_per_lead": (m_sae / w.clamp_min(1e-12)).tolist(),
-            "persistence_rmse_per_lead": rmse(p_sse, p_w).tolist(),
-            "persistence_mae_per_lead": (p_sae / p_w.clamp_min(1e-12)).tolist(),
-        }
+            scorer.all_reduce(self._all_reduce)
+        return scorer.summary()
 
     def save(self, epoch: int, improved: bool) -> Path:
         state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "epoch": epoch,
             "config": self.config.to_dict(),
             "input_stats": self.data.input_stats.to_dict(),
             "target_stats": self.data.target_stats.to_dict(),
-            "meta": checkpoint_meta(self.data),
+            "meta": ckpt_io.plain(checkpoint_meta(self.data)),
             "rng": ckpt_io.rng_state(),
             "best_val_loss": self.best_val,
             "epochs_without_improvement": self.stale,
@@ -388,15 +375,6 @@ class Trainer:
         if every and epoch % every == 0:
             ckpt_io.save_atomic(state, self.out_dir / f"epoch_{epoch}.pt")
         return last
-
-
-def _finite_per_step(targets: np.ndarray) -> np.ndarray:
-    """Finite target values at each time step, read in slices (targets may be memory-mapped from disk)."""
-    out = np.empty(len(targets), dtype=np.int64)
-    for i in range(0, len(targets), 1024):
-        block = np.asarray(targets[i : i + 1024])
-        out[i : i + len(block)] = np.isfinite(block).reshape(len(block), -1).sum(axis=1)
-    return out
 
 
 def _distributed() -> bool:

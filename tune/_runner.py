@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import shutil
 import os
 import signal
 import threading
@@ -16,13 +18,16 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from data_io import ConfigError, PreparedData
+from data_io import ConfigError, DataConfig, PreparedData
 from model.config import TrainConfig
-from tune._searcher import INFEASIBLE, OutcomeAwareOptunaSearch, close_running_trials
+from tune import _ray
+from tune import experiment as ex
+from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
 from tune.config import SearchConfig
-from tune.space import define_by_run
-from tune.trainable import train_trial, trial_config
+from tune.outcome import INFEASIBLE
+from tune.space import FIELDS, define_by_run
+from tune.trainable import train_trial
 
 log = logging.getLogger("convlstm")
 METRIC, MODE = "val_loss", "min"
@@ -35,18 +40,19 @@ def run_search(
     _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
     if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
-        (experiment / "search.yaml").write_text(
-            yaml.safe_dump({"config": base, "space": space, "search": asdict(search)}))
+        ex.Experiment(experiment).write_search(base, space, asdict(search))
     resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
     concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, gpus)
     log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus,
              concurrent)
+    # A space over data fields gets a store that prepares each distinct data config once, for every trial.
+    store = DataStore.remote() if any(FIELDS[k][0] == "data" for k in space) else None
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, base=base,
+        tune.with_parameters(train_trial, data=data, base=base, store=store,
                              resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
         resources,
     )
-    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment / 'optuna.db'}")
+    storage = optuna.storages.RDBStorage(f"sqlite:///{experiment / ex.OPTUNA_DB}")
     study_name = f"{experiment.name}-{_study_suffix(experiment)}"
     if resuming and tune.Tuner.can_restore(str(experiment)):
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
@@ -91,7 +97,7 @@ def _fit(tuner: tune.Tuner) -> bool:
 
 def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent) -> tune.Tuner:
     searcher = OutcomeAwareOptunaSearch(
-        space=functools.partial(define_by_run, spec=space),
+        space=functools.partial(define_by_run, spec=space, base=base),
         metric=METRIC,
         mode=MODE,
         sampler=optuna.samplers.TPESampler(
@@ -115,9 +121,12 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
             name=experiment.name,
             storage_path=str(experiment.parent),
             failure_config=tune.FailureConfig(max_failures=search.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # num_to_keep=None: with a number, every trial checkpoint that reaches it forces a snapshot of the
+            # experiment state (Ray's "snapshotting has been triggered multiple times" warnings, one per epoch
+            # of concurrent trials). A finished trial's checkpoints are removed by _DropCheckpoints instead.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             verbose=1,
-            callbacks=callbacks,
+            callbacks=[_DropCheckpoints(), *(callbacks or [])],
         ),
     )
 
@@ -133,9 +142,41 @@ class _FeasibleASHA(ASHAScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if result.get("status") in INFEASIBLE:
-            self._trial_info.pop(trial.trial_id, None)
+            _ray.forget_trial(self, trial.trial_id)
             return
         super().on_trial_complete(tune_controller, trial, result)
+
+
+class _DropCheckpoints(tune.Callback):
+    """A trial that ended needs no checkpoint: --resume restores unfinished trials only, the retrain trains from
+    scratch. Keeps the disk to the running trials' checkpoints (one per epoch reported)."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        for path in Path(trial.path).glob("checkpoint_*"):  # the storage path: our --storage-path is a local FS
+            shutil.rmtree(path, ignore_errors=True)
+
+
+@ray.remote(num_cpus=0)
+class DataStore:
+    """Prepared data per distinct data config other than the search's own (which trials get through
+    tune.with_parameters), each prepared once and put in the object store for every trial that asks. Actor calls
+    run one at a time: a second trial asking for the same config waits for the first to have prepared it."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, ray.ObjectRef] = {}
+
+    @staticmethod
+    def _key(config: DataConfig) -> str:
+        return json.dumps(asdict(config), sort_keys=True)
+
+    def get(self, config: DataConfig) -> list:
+        key = self._key(config)
+        if key not in self._refs:
+            from data_io import prepare
+
+            logging.getLogger("convlstm").info("Preparing the data for a searched data config (once): %s", key)
+            self._refs[key] = ray.put(prepare(config))
+        return [self._refs[key]]  # in a list, so that the caller gets the reference, not a copy of the arrays
 
 
 def _trials_that_fit(cpus: float, gpus: float) -> int:
@@ -150,7 +191,7 @@ def _trials_that_fit(cpus: float, gpus: float) -> int:
 
 def _study_suffix(experiment: Path) -> str:
     """A study name unique to the experiment, stable across resumes (kept in search.yaml's folder)."""
-    marker = experiment / ".study_id"
+    marker = experiment / ex.STUDY_ID
     if not marker.is_file():
         import uuid
 
@@ -163,8 +204,8 @@ def _connect(address: str | None, experiment: Path) -> None:
         return
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
-    else:
-        ray.init(include_dashboard=False)
+    else:  # no dashboard unless asked (ray start --include-dashboard); see the README's cluster section
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
 
 
 def _gpus_per_trial(search: SearchConfig, device: str) -> float:
@@ -187,30 +228,23 @@ def _gpus_per_trial(search: SearchConfig, device: str) -> float:
 
 def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
     table = load_trials(experiment)
-    table.drop(columns=["trial_dir", "history"]).to_csv(experiment / "trials.csv", index=False)
+    table.drop(columns=["trial_dir", "history"]).to_csv(experiment / ex.TRIALS_CSV, index=False)
     print(format_table(table))
-    print(f"\nTrial table: {experiment / 'trials.csv'}")
-    finished = table[table["status"].isin(["ok", "stopped early"]) & table["val_loss"].notna()]
-    if not finished.empty:
-        best = finished.iloc[0]
-        params = _params(Path(best["trial_dir"]))
-        config = trial_config(base, params)
+    print(f"\nTrial table: {experiment / ex.TRIALS_CSV}")
+    best = ex.best_trial(table)
+    if best is not None:
+        config = ex.trial_config(base, ex.params(Path(best["trial_dir"])))
         defaults = TrainConfig()
         config.train.num_epochs = defaults.num_epochs
-        config.train.output_dir = str(experiment / "best")
+        config.train.output_dir = str(experiment / ex.BEST_DIR)
         header = (f"# Best trial {best['trial_id']} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
                   f"{best['epochs']} epochs.\n"
-                  f"# Train it fully: python train_convlstm.py --config {experiment / 'best_config.yaml'}\n")
-        (experiment / "best_config.yaml").write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
-        print(f"Best config: {experiment / 'best_config.yaml'}")
-        print(f"Optuna study: optuna-dashboard sqlite:///{experiment / 'optuna.db'}")
+                  f"# Train it fully: python train_convlstm.py --config {experiment / ex.BEST_CONFIG}\n")
+        (experiment / ex.BEST_CONFIG).write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
+        print(f"Best config: {experiment / ex.BEST_CONFIG}")
+        print(f"Optuna study: optuna-dashboard sqlite:///{experiment / ex.OPTUNA_DB}")
     if interrupted:
         print(f"Interrupted: resume with --name {experiment.name} --storage-path {experiment.parent} --resume")
         return 130
     return 0
 
-
-def _params(trial_dir: Path) -> dict:
-    import json
-
-    return json.loads((trial_dir / "params.json").read_text())

@@ -19,24 +19,26 @@ import warnings
 import optuna
 from ray.tune.search.optuna import OptunaSearch
 
-log = logging.getLogger(__name__)
+from tune import _ray
+from tune.outcome import Outcome
 
-INFEASIBLE = ("oom", "diverged")
+log = logging.getLogger(__name__)
 
 
 class OutcomeAwareOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value = result.get(self.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value) and trial_id in self._ot_trials:
+        if isinstance(value, (int, float)) and math.isfinite(value) and _ray.optuna_trial(self, trial_id):
             try:
                 super().on_trial_result(trial_id, result)
             except optuna.exceptions.UpdateFinishedTrialError as exc:  # e.g. closed by a search that crashed
                 log.warning("could not report trial %s's result to Optuna: %s", trial_id, exc)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        ot_trial = _ray.optuna_trial(self, trial_id)
+        if ot_trial is None or _ray.already_told(self, trial_id):
             return
-        ot_trial = self._ot_trials[trial_id]
+        study = _ray.study(self)
         status = (result or {}).get("status")
         value = (result or {}).get(self.metric)
         finite = isinstance(value, (int, float)) and math.isfinite(value)
@@ -46,22 +48,22 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
                 with warnings.catch_warnings():  # Optuna warns when this step was already reported
                     warnings.simplefilter("ignore")
                     ot_trial.report(float(value), step)  # Ray hands the last result here, not to on_trial_result
-            if status in INFEASIBLE:
-                ot_trial.set_user_attr("status", status)
+            if status in (Outcome.OOM, Outcome.DIVERGED):
+                ot_trial.set_user_attr("status", Outcome(status).value)
                 ot_trial.set_constraint("fits_and_converges", 1.0)
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             elif error or not finite:
-                ot_trial.set_user_attr("status", "error")
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
+                ot_trial.set_user_attr("status", Outcome.ERROR.value)
+                study.tell(ot_trial, state=optuna.trial.TrialState.FAIL)
             elif not result.get("trial_finished", False):
-                ot_trial.set_user_attr("status", "stopped early")
-                self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+                ot_trial.set_user_attr("status", Outcome.STOPPED_EARLY.value)
+                study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                ot_trial.set_user_attr("status", "ok")
-                self._ot_study.tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
+                ot_trial.set_user_attr("status", Outcome.OK.value)
+                study.tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
         except (RuntimeError, ValueError) as exc:  # e.g. already told before a driver restart
             log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
-        self._completed_trials.add(trial_id)
+        _ray.mark_told(self, trial_id)
 
 
 def close_running_trials(storage: optuna.storages.BaseStorage, study_name: str) -> int:
@@ -69,7 +71,7 @@ def close_running_trials(storage: optuna.storages.BaseStorage, study_name: str) 
     study = optuna.load_study(study_name=study_name, storage=storage)
     closed = 0
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        storage.set_trial_system_attr(trial._trial_id, "closed_by", "search end: never ran to completion")
-        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        storage.set_trial_system_attr(_ray.storage_id(trial), "closed_by", "search end: never ran to completion")
+        storage.set_trial_state_values(_ray.storage_id(trial), optuna.trial.TrialState.FAIL)
         closed += 1
     return closed

@@ -7,75 +7,96 @@ while a search is still running, and works on a folder copied from another machi
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from tune import experiment as ex
+from tune.outcome import INFEASIBLE, Outcome
 from tune.space import params_to_overrides
 
 COLUMNS = [
     "rank", "trial_id", "status", "device", "hidden_channels", "batch_size", "accumulation", "effective_batch",
     "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss", "val_rmse",
 ]
+# Columns that show a config field; every other searched field gets a column of its own name after these.
+FIELD_COLUMNS = {"hidden_channels": "hidden_channels", "batch_size": "batch_size",
+                 "accumulation": "gradient_accumulation_steps", "learning_rate": "learning_rate"}
+
+
+def columns(df: pd.DataFrame) -> list[str]:
+    """COLUMNS, with the searched fields that have no column of their own inserted after learning_rate."""
+    extra = [c for c in df.columns if c not in COLUMNS and c not in ("trial_dir", "history")]
+    at = COLUMNS.index("learning_rate") + 1
+    return COLUMNS[:at] + extra + COLUMNS[at:]
 
 
 def trial_dirs(experiment: Path) -> list[Path]:
-    return sorted(p.parent for p in Path(experiment).glob("*/params.json"))
+    return ex.Experiment(experiment).trial_dirs()
 
 
 def read_results(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut off by a crash mid-write
-            break
-    return rows
+    return ex.results(trial_dir)
 
 
-def trial_row(trial_dir: Path) -> dict:
-    params = json.loads((trial_dir / "params.json").read_text())
-    results = read_results(trial_dir)
-    last = results[-1] if results else {}
-    over = params_to_overrides(params)
-    errored = _failed_after(trial_dir, last.get("timestamp", 0))
+def outcome(last: dict, errored: bool) -> Outcome:
+    """How the trial ended, from its last report and whether it failed after that report."""
     status = last.get("status")
-    if errored and status not in ("oom", "diverged"):
-        status = "error"
-    elif status == "ok" and not last.get("trial_finished"):
-        status = "stopped early"
-    elif status is None:
-        status = "error" if errored else "pending"
+    if errored and status not in INFEASIBLE:
+        return Outcome.ERROR
+    if status is None:
+        return Outcome.ERROR if errored else Outcome.PENDING
+    try:
+        status = Outcome(status)
+    except ValueError:  # a status this version does not know (a folder from a newer one): not a usable result
+        return Outcome.ERROR
+    if status is Outcome.OK and not last.get("trial_finished"):
+        return Outcome.STOPPED_EARLY
+    return status
+
+
+def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = ()) -> dict:
+    results = ex.results(trial_dir)
+    last = results[-1] if results else {}
+    status = outcome(last, _failed_after(trial_dir, last.get("timestamp", 0)))
     # One record per epoch: a trial retried from its checkpoint reports again the epochs after that checkpoint.
-    by_epoch = {r.get("epoch", i): r for i, r in enumerate(results) if r.get("status") == "ok"}
+    by_epoch = {r.get("epoch", i): r for i, r in enumerate(results) if r.get("status") == Outcome.OK}
     ok_epochs = [by_epoch[e] for e in sorted(by_epoch)]
     val = last.get("val_loss")
-    batch = last.get("batch_size", over.get("batch_size"))
-    accum = last.get("gradient_accumulation_steps", over.get("gradient_accumulation_steps"))
-    hidden = last.get("hidden_channels") or " ".join(map(str, over.get("hidden_channels", [])))
-    return {
+    values = _config_values(trial_dir, base)
+    batch, accum = values.get("batch_size"), values.get("gradient_accumulation_steps")
+    row = {
         "trial_id": last.get("trial_id") or _id_from_dirname(trial_dir.name),
-        "status": status,
+        "status": status.value,
         "device": last.get("device", ""),
-        "hidden_channels": hidden,
-        "batch_size": batch,
-        "accumulation": accum,
+        **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
+        **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
         "effective_batch": last.get("effective_batch_size", (batch or 0) * (accum or 0) or None),
-        "learning_rate": last.get("learning_rate", over.get("learning_rate")),
         "epochs": len(ok_epochs),
         "time_per_epoch_s": _mean([r.get("time_per_epoch_s") for r in ok_epochs]),
         "peak_memory_mb": last.get("peak_memory_mb"),
         "val_loss": val if isinstance(val, (int, float)) and math.isfinite(val) else None,
-        "val_rmse": last.get("val_rmse") if status not in ("oom", "diverged") else None,
+        "val_rmse": last.get("val_rmse") if not status.infeasible else None,
         "trial_dir": str(trial_dir),
         "history": [r.get("val_loss") for r in ok_epochs],
     }
+    return row
+
+
+def _config_values(trial_dir: Path, base: dict | None) -> dict:
+    """The trial's full config, flat; its suggested params alone when the search's config is unknown."""
+    params = ex.params(trial_dir)
+    if base is None:
+        return params_to_overrides(params)
+    config = ex.trial_config(base, params).to_dict()
+    return {k: v for section in config.values() for k, v in section.items()}
+
+
+def _shown(value):
+    """A list field (hidden_channels '16 32') as text; everything else as it is."""
+    return " ".join(map(str, value)) if isinstance(value, list) else value
 
 
 def _failed_after(trial_dir: Path, last_report: float) -> bool:
@@ -84,7 +105,7 @@ def _failed_after(trial_dir: Path, last_report: float) -> bool:
     A worker that died and was retried from its checkpoint (FailureConfig) leaves error.txt behind, which Ray
     rewrites later on; "Failure # N (occurred at <local time>)" lines date each failure.
     """
-    text_file, pickle_file = trial_dir / "error.txt", trial_dir / "error.pkl"
+    text_file, pickle_file = trial_dir / ex.ERROR_TXT, trial_dir / ex.ERROR_PKL  # the pickle: existence only
     if not text_file.is_file():
         return pickle_file.is_file()
     stamps = re.findall(r"occurred at (\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)", text_file.read_text(errors="replace"))
@@ -108,9 +129,15 @@ def _mean(values: list) -> float | None:
 
 
 def load_trials(experiment: str | Path) -> pd.DataFrame:
-    """One row per trial, ranked by val loss (finished and early-stopped first, failures after)."""
-    rows = [trial_row(d) for d in trial_dirs(Path(experiment))]
-    df = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "rank"] + ["trial_dir", "history"])
+    """One row per trial, ranked by val loss (finished and early-stopped first, failures after), with a column
+    for every searched config field."""
+    exp = ex.Experiment(Path(experiment))
+    base = exp.base() if exp.is_search() else None
+    searched = exp.searched_keys()
+    rows = [trial_row(d, base, searched) for d in exp.trial_dirs()]
+    extra = [k for k in searched if k not in FIELD_COLUMNS.values()]
+    at = COLUMNS.index("learning_rate") + 1
+    df = pd.DataFrame(rows, columns=COLUMNS[1:at] + extra + COLUMNS[at:] + ["trial_dir", "history"])
     order = df.assign(_bad=df["val_loss"].isna()).sort_values(["_bad", "val_loss"], kind="stable").index
     df = df.loc[order].reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
@@ -125,9 +152,10 @@ NUMBER_FORMATS = {"learning_rate": "{:.2e}", "time_per_epoch_s": "{:.2f}", "peak
 
 def formatted(df: pd.DataFrame) -> pd.DataFrame:
     """The table's columns as display strings (empty for missing values)."""
-    view = df[COLUMNS].astype(object)
-    for col in COLUMNS:
-        fmt = NUMBER_FORMATS.get(col, "{}")
+    cols = columns(df)
+    view = df[cols].astype(object)
+    for col in cols:
+        fmt = NUMBER_FORMATS.get(col, "{:.3g}" if pd.api.types.is_float_dtype(df[col]) else "{}")
         view[col] = view[col].map(lambda v, f=fmt: "" if _missing(v) else f.format(v))
     return view
 

@@ -46,9 +46,13 @@ FORWARDED_ENV_PREFIXES = ("NCCL_", "TORCH_SYMM_MEM_", "NVSHMEM_", "GLOO_")
 
 def fit_distributed(
     config: Config, data: PreparedData | None = None, address: str | None = None, storage_path: str | None = None,
-    max_failures: int = 0,
+    max_failures: int | None = None,
 ) -> list[EpochRecord]:
-    """fit() on data_parallel_workers(config.train) Ray Train workers; returns rank 0's history."""
+    """fit() on data_parallel_workers(config.train) Ray Train workers; returns rank 0's history.
+
+    A worker that dies restarts the whole group from the last checkpoint, up to max_failures times
+    (default: config.train.max_failures, the --max-failures flag).
+    """
     config.validate()
     workers, use_gpu = data_parallel_workers(config.train), config.train.num_gpus > 1
     if data is None:
@@ -60,9 +64,10 @@ def fit_distributed(
     out.mkdir(parents=True, exist_ok=True)
     config.train.output_dir = str(out)  # workers may start in another folder
     micro, accumulation = per_worker_batch(config.train, workers)
+    max_failures = config.train.max_failures if max_failures is None else max_failures
     log.info("Training data-parallel on %d %s workers (batch %d x %d accumulation steps per worker, effective "
-             "batch %d)", workers, "GPU" if use_gpu else "CPU", micro, accumulation,
-             config.train.batch_size * config.train.gradient_accumulation_steps)
+             "batch %d), up to %d restart(s) from the last checkpoint", workers, "GPU" if use_gpu else "CPU", micro,
+             accumulation, config.train.batch_size * config.train.gradient_accumulation_steps, max_failures)
     trainer = TorchTrainer(
         _worker,
         train_loop_config={"config": config.to_dict(), "data": ray.put(data), "use_gpu": use_gpu},

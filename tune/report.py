@@ -16,11 +16,12 @@ import pandas as pd
 from data_io import ConfigError
 from model._main import run_cli
 from model.evaluate import markdown_table
-from tune._table import COLUMNS, _missing, format_table, formatted, load_trials
+from tune._table import COLUMNS, _missing, columns, format_table, formatted, load_trials
+from tune.experiment import OPTUNA_DB, Experiment
+from tune.outcome import FITTED, Outcome
 
 FORMATS = ("table", "csv", "markdown", "html", "json")
-STATUSES = ("ok", "stopped-early", "oom", "diverged", "error", "pending")
-FITTED = ("ok", "stopped early")
+STATUSES = tuple(o.flag for o in Outcome)
 TEXT_COLUMNS = {"trial_id", "status", "device", "hidden_channels"}
 
 
@@ -70,7 +71,7 @@ def load_experiment(experiment: Path) -> pd.DataFrame:
     if not experiment.is_dir():
         raise ConfigError(f"{experiment}: no such folder; pass STORAGE_PATH/NAME of a search (e.g. runs/search-...)")
     trials = load_trials(experiment)
-    if trials.empty and not (experiment / "search.yaml").is_file():
+    if trials.empty and not Experiment(experiment).is_search():
         raise ConfigError(f"{experiment}: not a search experiment (no search.yaml, no trial folders with params.json); "
                           "pass the folder python -m tune.search wrote (STORAGE_PATH/NAME)")
     if trials.empty:
@@ -81,14 +82,13 @@ def load_experiment(experiment: Path) -> pd.DataFrame:
 def select(
     df: pd.DataFrame, sort: str, statuses: list[str] | None, top: int | None, descending: bool = False
 ) -> pd.DataFrame:
-    if sort not in COLUMNS:
-        raise ConfigError(f"--sort {sort}: unknown column; choose one of {', '.join(COLUMNS)}")
+    if sort not in columns(df):
+        raise ConfigError(f"--sort {sort}: unknown column; choose one of {', '.join(columns(df))}")
     if statuses:
-        unknown = [s for s in statuses if s.replace("_", "-").replace(" ", "-") not in STATUSES]
+        unknown = [s for s in statuses if s.replace("_", "-").replace(" ", "-").lower() not in STATUSES]
         if unknown:
             raise ConfigError(f"--status {' '.join(unknown)}: unknown; choose from {', '.join(STATUSES)}")
-        wanted = {s.replace("_", " ").replace("-", " ") for s in statuses}
-        df = df[df["status"].isin(wanted)]
+        df = df[df["status"].isin({Outcome.parse(s).value for s in statuses})]
     if top is not None and top < 1:
         raise ConfigError(f"--top must be a positive integer, but got {top}")
     key = (lambda s: s.map(hidden_size)) if sort == "hidden_channels" else None
@@ -103,13 +103,14 @@ def hidden_size(hidden: str | None) -> float:
 
 
 def render(df: pd.DataFrame, fmt: str) -> str:
+    cols = columns(df)
     if fmt == "csv":
-        return df[COLUMNS].to_csv(index=False)
+        return df[cols].to_csv(index=False)
     if fmt == "json":  # raw numbers (null where missing) plus each trial's val loss per epoch
-        return df[COLUMNS + ["history"]].to_json(orient="records", indent=1) + "\n"
+        return df[cols + ["history"]].to_json(orient="records", indent=1) + "\n"
     view = formatted(df)
     if fmt == "markdown":
-        return markdown_table(COLUMNS, view.values.tolist(), left=TEXT_COLUMNS) + "\n"
+        return markdown_table(cols, view.values.tolist(), left=TEXT_COLUMNS) + "\n"
     if fmt == "html":
         return view.to_html(index=False, border=0) + "\n"
     return format_table(df)
@@ -203,9 +204,10 @@ def _pareto(ax, trials: pd.DataFrame) -> None:
 
 def _oom_map(ax, trials: pd.DataFrame) -> None:
     size = trials["hidden_channels"].map(hidden_size)
-    groups = (("fitted", trials["status"].isin(FITTED), "o", "tab:green"),
-              ("out of memory", trials["status"] == "oom", "X", "tab:red"),
-              ("diverged / error", trials["status"].isin(["diverged", "error"]), "s", "tab:gray"))
+    groups = (("fitted", trials["status"].isin([o.value for o in FITTED]), "o", "tab:green"),
+              ("out of memory", trials["status"] == Outcome.OOM.value, "X", "tab:red"),
+              ("diverged / error", trials["status"].isin([Outcome.DIVERGED.value, Outcome.ERROR.value]), "s",
+               "tab:gray"))
     for label, mask, marker, color in groups:
         if mask.any():
             ax.scatter(size[mask], trials.loc[mask, "effective_batch"], marker=marker, color=color, s=60, label=label)
@@ -225,7 +227,7 @@ def _oom_map(ax, trials: pd.DataFrame) -> None:
 
 def param_importances(experiment: Path, note=_note) -> dict[str, float] | None:
     """Optuna's importances for the study in optuna.db; None (with a note) when they cannot be computed."""
-    db = experiment / "optuna.db"
+    db = experiment / OPTUNA_DB
     if not db.is_file():
         note(f"Skipping the importance plot: {db} is missing (the other plots come from Ray's results)")
         return None

@@ -24,11 +24,12 @@ import yaml
 from data_io import ConfigError, prepare
 from model._cli import load_config_file
 from model._main import run_cli, setup_logging
-from model.config import TrainConfig, add_config_flags, config_from_args, data_parallel_workers
+from model.config import TrainConfig, add_config_flags, config_from_args
 from model.evaluate import evaluate_checkpoint, metrics_markdown, plot_cases
-from model.trainer import fit
+from model.train import train_and_record
+from tune import experiment as ex
 from tune._table import load_trials
-from tune.trainable import trial_config
+from tune.outcome import INFEASIBLE
 
 log = logging.getLogger("convlstm")
 
@@ -53,11 +54,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m tune.retrain") ->
 def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> int:
     ns = parser(prog).parse_args(argv)
     experiment = Path(ns.experiment)
-    if not (experiment / "search.yaml").is_file():
-        raise ConfigError(f"{experiment}: not a search experiment (no search.yaml); "
-                          "pass the folder python -m tune.search wrote (STORAGE_PATH/NAME)")
+    ex.Experiment(experiment).search()  # refuses a folder that is not a search experiment
     base, source = chosen_config(experiment, ns.trial)
-    base["train"]["output_dir"] = str(experiment / "best")
+    base["train"]["output_dir"] = str(experiment / ex.BEST_DIR)
     config = config_from_args(ns, base=base)
     data_file = config.data.data
     if data_file is None or not Path(data_file).is_file():
@@ -68,15 +67,14 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     log.info("Retraining %s for up to %d epochs into %s", source, config.train.num_epochs, out)
     (out / "config.yaml").write_text(f"# {source}\n" + yaml.safe_dump(config.to_dict(), sort_keys=False))
     data = prepare(config.data)
-    if data_parallel_workers(config.train) > 1:
+
+    def data_parallel(config, data):
         from tune.distributed import fit_distributed
 
-        history = fit_distributed(config, data, address=ns.address, storage_path=ns.storage_path)
-    else:
-        history = fit(config, data)
-    (out / "metrics.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in history))
-    best = min(history, key=lambda r: r.val_loss)
-    log.info("Best epoch %d: val_loss %.4f; scoring %s on the test split", best.epoch, best.val_loss, out / "best.pt")
+        return fit_distributed(config, data, address=ns.address, storage_path=ns.storage_path)
+
+    train_and_record(config, data, launcher=data_parallel)
+    log.info("Scoring %s on the test split", out / "best.pt")
 
     metrics = evaluate_checkpoint(out / "best.pt", data, device=config.train.device)
     metrics["config_source"] = source
@@ -91,18 +89,17 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
 
 def chosen_config(experiment: Path, trial: str | None) -> tuple[dict, str]:
     """The nested config dict to retrain (num_epochs back to the trainer's default) and where it came from."""
-    best_file = experiment / "best_config.yaml"
+    best_file = experiment / ex.BEST_CONFIG
     if trial is None and best_file.is_file():
         config = load_config_file(str(best_file))
         config.setdefault("train", {})
         return config, f"best config of {experiment.name} ({best_file.name})"
     trials = load_trials(experiment)
     if trial is None:  # a search still running has no best_config.yaml yet: take the best trial so far
-        finished = trials[trials["status"].isin(["ok", "stopped early"]) & trials["val_loss"].notna()]
-        if finished.empty:
+        row = ex.best_trial(trials)
+        if row is None:
             raise ConfigError(f"{experiment}: no best_config.yaml and no trial has finished an epoch yet; "
                               "wait for the search, or pass --trial ID")
-        row = finished.iloc[0]
     else:
         matches = trials[trials["trial_id"].astype(str).str.startswith(trial)]
         if len(matches) != 1:
@@ -110,11 +107,9 @@ def chosen_config(experiment: Path, trial: str | None) -> tuple[dict, str]:
             raise ConfigError(f"--trial {trial}: {'no' if matches.empty else 'more than one'} trial of {experiment} "
                               f"matches; its trials are {known} (python -m tune.report {experiment})")
         row = matches.iloc[0]
-        if row["status"] in ("oom", "diverged"):
+        if row["status"] in INFEASIBLE:
             log.warning("Trial %s ended %s in the search; it may again", row["trial_id"], row["status"])
-    search = yaml.safe_load((experiment / "search.yaml").read_text())
-    params = json.loads((Path(row["trial_dir"]) / "params.json").read_text())
-    config = trial_config(search["config"], params).to_dict()
+    config = ex.Experiment(experiment).trial_config(Path(row["trial_dir"])).to_dict()
     config["train"]["num_epochs"] = TrainConfig().num_epochs  # the search capped it at --max-epochs
     val = row["val_loss"]
     score = f"val_loss {val:.4f}" if isinstance(val, float) and val == val else f"status {row['status']}"

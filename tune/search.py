@@ -13,20 +13,21 @@ import logging
 import os
 from pathlib import Path
 
-import yaml
 
 from data_io import ConfigError, prepare
 from model._cli import add_dataclass_flags, build
 from model._main import run_cli, setup_logging
 from model.config import add_config_flags, config_from_args
 from tune.config import SearchConfig
-from tune.space import SEARCHED, load_space
+from tune.experiment import Experiment
+from tune.space import NOT_SEARCHABLE, checked, load_space
 
 log = logging.getLogger("convlstm")
 
 # Trials resume from Tune checkpoints and write into their own folders; num_epochs is --max-epochs here; a trial's
-# devices come from --gpus-per-trial (data-parallel training is for the retrain: python -m tune.retrain --num-gpus).
-EXCLUDED_TRAINER_FLAGS = {"resume", "output_dir", "num_epochs", "num_gpus", "ddp_cpu_workers"}
+# devices come from --gpus-per-trial (data-parallel training is for the retrain: python -m tune.retrain --num-gpus);
+# --max-failures here is the search's own (retries of a trial), not the data-parallel trainer's.
+EXCLUDED_TRAINER_FLAGS = NOT_SEARCHABLE | {"max_failures"}
 METRIC, MODE = "val_loss", "min"
 
 
@@ -61,7 +62,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search", call
     search = build(SearchConfig, {k: v for k, v in vars(ns).items() if k in search_keys}, "search flags")
     _validate(search)
     trainer_ns = argparse.Namespace(**{k: v for k, v in vars(ns).items() if k not in search_keys})
-    fixed = {k for k in vars(trainer_ns) if k in SEARCHED}
+    fixed = frozenset(vars(trainer_ns))  # a searched key given as a flag is fixed for every trial
 
     name = search.name or dt.datetime.now().strftime("search-%Y%m%d-%H%M%S")
     experiment = Path(search.storage_path).resolve() / name
@@ -69,8 +70,9 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search", call
     resuming = _resuming(search, experiment)
 
     if resuming:
-        saved = yaml.safe_load((experiment / "search.yaml").read_text())
-        base, space_spec = saved["config"], saved["space"]
+        saved = Experiment(experiment).search()
+        base = saved["config"]
+        space_spec = checked(saved["space"], str(experiment / "search.yaml"), base)  # also an older folder's form
         log.info("Resuming %s", experiment)
     else:
         config = config_from_args(trainer_ns, base={"num_workers": 0})
@@ -79,7 +81,7 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search", call
             log.info("No --data given: searching on the demo dataset %s", config.data.data)
         config.train.num_epochs = search.max_epochs
         base = config.to_dict()
-        space_spec = load_space(search.space).without(fixed).spec
+        space_spec = load_space(search.space, base, fixed)
 
     setup_logging(experiment / "search.log")
     from tune._runner import run_search  # imports Ray: after the cheap argument checks
@@ -108,7 +110,7 @@ def _validate(search: SearchConfig) -> None:
 
 
 def _resuming(search: SearchConfig, experiment: Path) -> bool:
-    is_experiment = (experiment / "search.yaml").is_file()
+    is_experiment = Experiment(experiment).is_search()
     if search.resume and not is_experiment:
         raise ConfigError(
             f"--resume: {experiment} is not a search experiment (no search.yaml); check --name and --storage-path"

@@ -14,22 +14,12 @@ import torch
 from ray import tune
 
 from data_io import PreparedData, ensure_local
-from model.config import Config
 from model.errors import Diverged, OutOfMemory
 from model.trainer import EpochRecord, fit
-from tune.space import params_to_overrides
+from tune.experiment import trial_config
+from tune.outcome import Outcome
 
-
-def trial_config(base: dict, params: dict) -> Config:
-    """The search's fixed config with this trial's suggested params on top."""
-    from model._cli import build
-    from model.config import SECTIONS, _merge
-
-    nested = {k: dict(base.get(k, {})) for k in SECTIONS}
-    _merge(nested, params_to_overrides(params), "trial params")
-    config = build(Config, nested, "trial config")
-    config.validate()
-    return config
+__all__ = ["pick_device", "train_trial", "trial_config"]
 
 
 def pick_device(requested: str) -> str:
@@ -43,9 +33,14 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -> None:
+def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, store=None) -> None:
+    """`data` is the search's prepared data; a trial whose data fields differ gets its own from `store`
+    (tune/_runner.DataStore: prepared once per distinct data config, shared through the object store)."""
     started = time.time()
     config = trial_config(base, params)
+    if store is not None and config.data != trial_config(base, {}).data:
+        (ref,) = ray.get(store.get.remote(config.data))
+        data = ray.get(ref)
     config.train.device = pick_device(config.train.device)
     torch.set_num_threads(max(1, int(resources.get("cpus", 1))))
     gpus = float(resources.get("gpus", 0) or 0)
@@ -76,7 +71,7 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -
     def report(record: EpochRecord, last_pt: Path, final: bool) -> None:
         last["epoch"] = record.epoch
         values = {k: v for k, v in record.to_dict().items() if v is not None}
-        metrics = {**common, **values, "status": "ok", "trial_finished": final}
+        metrics = {**common, **values, "status": Outcome.OK.value, "trial_finished": final}
         with tempfile.TemporaryDirectory() as d:
             _link_or_copy(last_pt, Path(d) / "last.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
@@ -84,7 +79,7 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict) -
     try:
         fit(config, ensure_local(data), on_epoch=report)  # a node without the cache entry rebuilds it
     except (OutOfMemory, Diverged) as exc:
-        status = "oom" if isinstance(exc, OutOfMemory) else "diverged"
+        status = (Outcome.OOM if isinstance(exc, OutOfMemory) else Outcome.DIVERGED).value
         peak = getattr(exc, "peak_memory_mb", math.nan)
         tune.report({
             **common, "epoch": last["epoch"], "status": status, "trial_finished": True, "device": config.train.device,

@@ -8,10 +8,9 @@ import pytest
 import torch
 
 from data_io import DataConfig, prepare
-from data_io import denormalize as denormalize_np
 from model.config import Config, ModelConfig, TrainConfig
 from model.evaluate import calendar_months, evaluate_checkpoint, metrics_markdown
-from model.metrics import climatology, latitude_weights
+from model.metrics import climatology, denormalize, latitude_weights
 from model.trainer import Trainer, fit
 
 
@@ -76,7 +75,7 @@ def test_model_and_persistence_scores_match_the_trainers_test_evaluation(trained
 def test_climatology_scores_match_a_brute_force_forecast(trained):
     path, data, config = trained
     metrics = evaluate_checkpoint(path, data, device="cpu")
-    phys = denormalize_np(data.targets.astype("float64"), data.target_stats)[:, 0]  # (time, lat, lon)
+    phys = denormalize(data.targets.astype("float64"), data.target_stats)[:, 0]  # (time, lat, lon)
     months = calendar_months(data.times)
     a, b = data.splits["train"]
     w = latitude_weights(data.lat)[:, None] * np.ones(phys.shape[1:])

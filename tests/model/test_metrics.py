@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from data_io import NormStats
-from data_io import denormalize as denormalize_np
+from data_io.normalize import normalize_inplace
 from model.metrics import denormalize, latitude_weights, mae, masked_sse, rmse, weighted_errors
 
 LAT = np.array([-30.0, 0.0, 20.0, 60.0])
@@ -46,7 +46,7 @@ def test_masked_loss_has_finite_gradients_with_nan_truth(pair):
     np.testing.assert_allclose(p.grad.numpy(), expected, rtol=1e-6, atol=1e-9)
 
 
-def test_weighted_errors_per_lead_match_brute_force(pair):
+def test_weighted_errors_per_lead_and_channel_match_brute_force(pair):
     pred, truth = pair
     w = latitude_weights(LAT)
     sse, sae, wsum = weighted_errors(torch.tensor(pred), torch.tensor(truth), torch.tensor(w))
@@ -54,9 +54,11 @@ def test_weighted_errors_per_lead_match_brute_force(pair):
         p, t = pred[:, lead], truth[:, lead]
         ww = np.broadcast_to(w[:, None], t.shape) * np.isfinite(t)
         err = np.nan_to_num(p - t)
-        np.testing.assert_allclose(sse[lead].item(), np.sum(ww * err**2), rtol=1e-6)
-        np.testing.assert_allclose(sae[lead].item(), np.sum(ww * np.abs(err)), rtol=1e-6)
-        np.testing.assert_allclose(wsum[lead].item(), ww.sum(), rtol=1e-6)
+        for ch in range(pred.shape[2]):
+            e, wc = err[:, ch], ww[:, ch]
+            np.testing.assert_allclose(sse[lead, ch].item(), np.sum(wc * e**2), rtol=1e-6)
+            np.testing.assert_allclose(sae[lead, ch].item(), np.sum(wc * np.abs(e)), rtol=1e-6)
+            np.testing.assert_allclose(wsum[lead, ch].item(), wc.sum(), rtol=1e-6)
 
 
 def test_latitude_weights_of_a_projected_grid_are_each_cells_cosine_with_mean_one():
@@ -101,11 +103,18 @@ def test_rmse_of_nothing_is_zero_not_nan():
     assert rmse(torch.tensor(0.0), torch.tensor(0.0)).item() == 0.0
 
 
-def test_torch_denormalize_matches_the_numpy_one():
+def test_denormalize_inverts_normalize_for_tensors_and_arrays_including_log1p():
     stats = NormStats(["precipitation", "GPH@500"], np.array([0.5, 5700.0]), np.array([0.8, 60.0]),
                       np.array([True, False]))
-    z = np.random.default_rng(0).standard_normal((2, 1, 2, 3, 4))
-    tensors = [torch.tensor(stats.mean), torch.tensor(stats.std), torch.tensor(stats.log)]
-    got = denormalize(torch.tensor(z), *tensors).numpy()
-    np.testing.assert_allclose(got, denormalize_np(z, stats), rtol=1e-5)
-    np.testing.assert_allclose(got[:, :, 0], np.expm1(z[:, :, 0] * 0.8 + 0.5), rtol=1e-5)
+    rng = np.random.default_rng(0)
+    phys = np.stack([rng.gamma(1.0, 2.0, (6, 3, 4)), rng.normal(5700.0, 60.0, (6, 3, 4))], axis=1)
+    z = phys.astype("float32")
+    normalize_inplace(z, stats)
+    as_array = denormalize(z.astype("float64"), stats)
+    assert isinstance(as_array, np.ndarray) and as_array.dtype == np.float64
+    np.testing.assert_allclose(as_array, phys, rtol=1e-5, atol=1e-4)
+    tensors = tuple(torch.tensor(a) for a in (stats.mean, stats.std, stats.log))
+    as_tensor = denormalize(torch.from_numpy(z[:, None]), tensors)  # (batch, lead, channel, lat, lon)
+    assert as_tensor.dtype == torch.float32
+    np.testing.assert_allclose(as_tensor[:, 0].numpy(), phys, rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(denormalize(torch.from_numpy(z), stats).numpy(), as_tensor[:, 0].numpy())

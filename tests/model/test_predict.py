@@ -152,3 +152,26 @@ def test_module_refuses_mismatched_grid_with_exit_2_and_no_traceback(files):
     assert proc.returncode == 2
     assert proc.stderr.startswith("python -m model.predict: error: --data ") and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_graphcast_family_run_from_the_command_line_forecasts_without_guessing(tmp_path, run_main, capsys):
+    """The done-when command line (graphcast's dual_stream_deep, upstream, multi-variable, attention, heavy-rain
+    weight) with small widths, then model.predict from its checkpoint: the checkpoint carries the architecture."""
+    demo = write_demo(tmp_path / "demo.nc", days=40, resolution=2.0)
+    code, _, err = run_main(["--data", str(demo), "--output-dir", str(tmp_path / "run"), "--model-type",
+                             "dual_stream_deep", "--include-upstream", "--multi-variable", "--use-attention",
+                             "--high-precip-weight", "3", "--num-epochs", "1", "--num-workers", "0",
+                             "--hidden-channels", "4", "6", "8", "8", "--device", "cpu"])
+    assert code == 0, err
+    from model.checkpoint import load, model_from_checkpoint
+
+    ckpt = load(tmp_path / "run" / "last.pt")
+    model = model_from_checkpoint(ckpt)
+    assert ckpt["config"]["model"]["topology"] == "unet" and model.decoder is not None
+    assert ckpt["config"]["model"]["use_attention"] and model.head.out_channels == len(ckpt["meta"]["channels"])
+    code, err = _predict(capsys, "--checkpoint", tmp_path / "run" / "last.pt", "--data", demo, "--output",
+                         tmp_path / "fc.nc")
+    assert code == 0, err
+    with xr.open_dataset(tmp_path / "fc.nc") as fc:
+        assert {"precipitation", "TEM"} <= set(fc.data_vars)
+        assert np.isfinite(fc["precipitation"].values).all()

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from data_io import DataConfig, denormalize, prepare
+from data_io import DataConfig, prepare
 from model import Config, ConvLSTMForecaster, ModelConfig, OutOfMemory, TrainConfig, fit
-from model.metrics import latitude_weights
+from model.metrics import denormalize, latitude_weights
 from model.trainer import Trainer
 
 
@@ -94,8 +94,8 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(gappy_data, t
         make_config(tmp_path / "resumed", num_epochs=4, batch_size=8, resume=str(tmp_path / "resumed" / "last.pt")),
         gappy_data,
     )
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 4
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name

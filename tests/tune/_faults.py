@@ -6,7 +6,8 @@ model whose summed widths are listed in "nan_widths" / "inf_widths" returns NaN 
 "nonfinite_from_epoch" (default 1) on, so its loss stops being finite. It also wraps the trainer and torch.save:
 - "epoch_sleep_s": each training epoch starts with this sleep, so a test can catch a search at a given moment;
 - "die_at_epoch" + "die_marker": the worker SIGKILLs itself when epoch N starts, once (the marker file records
-  it, with the pid), as if the OOM killer or an operator had killed it;
+  it, with the pid), as if the OOM killer or an operator had killed it; with "die_after_forwards": K it dies in
+  the K-th training forward pass of epoch N instead, mid-epoch;
 - "save_delay_s" + "save_marker": a checkpoint write (torch.save to a *.tmp file) writes half its bytes, touches
   the marker, and sleeps before writing the rest: a kill in that window leaves a truncated temp file
   ("save_delay_from_epoch": only from that epoch on).
@@ -60,6 +61,11 @@ def install() -> None:
         limit = faults.get("bug_above_hidden")
         if limit is not None and width > limit:
             raise ValueError(f"a bug in the model (injected by tests: hidden {width} > {limit})")
+        after, marker = faults.get("die_after_forwards"), faults.get("die_marker")
+        if after and self.training and faults.get("die_at_epoch") == _epoch[0]:
+            _forwards[0] += 1
+            if _forwards[0] >= after and marker and _first_to_create(marker):
+                os.kill(os.getpid(), signal.SIGKILL)
         out = original(self, *args, **kwargs)
         if _epoch[0] >= faults.get("nonfinite_from_epoch", 1):
             if width in faults.get("nan_widths", ()):
@@ -74,6 +80,7 @@ def install() -> None:
 
 
 _epoch = [0]  # the epoch the trainer in this process is in
+_forwards = [0]  # training forward passes so far in that epoch
 
 
 def _first_to_create(marker: str) -> bool:
@@ -97,10 +104,11 @@ def _install_trainer_faults() -> None:
     @functools.wraps(train_epoch)
     def faulty_train_epoch(self, epoch: int):
         faults = read_faults()
-        _epoch[0] = epoch
+        _epoch[0], _forwards[0] = epoch, 0
         time.sleep(float(faults.get("epoch_sleep_s", 0)))
         marker = faults.get("die_marker")
-        if faults.get("die_at_epoch") == epoch and marker and _first_to_create(marker):
+        mid_epoch = faults.get("die_after_forwards")
+        if faults.get("die_at_epoch") == epoch and marker and not mid_epoch and _first_to_create(marker):
             os.kill(os.getpid(), signal.SIGKILL)
         return train_epoch(self, epoch)
 

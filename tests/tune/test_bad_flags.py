@@ -43,7 +43,9 @@ def test_out_of_range_search_flag_is_one_line_and_exit_2(flags, phrase, demo_nc,
         ("learning_rate: {low: 0.01, high: 0.001}\n", "learning_rate needs 0 < low <= high"),
         ("hidden_channels: {layers: [3, 1]}\n", "hidden_channels.layers must be [min, max] with 1 <= min <= max"),
         ("hidden_channels: {widths: [8], depth: 2}\n", "hidden_channels must be a mapping with 'layers"),
-        ("gradient_accumulation_steps: [0, 2]\n", "choices must be positive integers"),
+        ("gradient_accumulation_steps: [0, 2]\n",
+         "gradient_accumulation_steps: 0 is not allowed (--gradient-accumulation-steps must be a positive integer, "
+         "but got 0)"),
     ],
     ids=["not-yaml", "not-a-mapping", "lr-range", "layers", "unknown-hidden-key", "zero-choice"],
 )

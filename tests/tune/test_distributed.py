@@ -16,7 +16,7 @@ from model.config import Config, ModelConfig, TrainConfig
 from model.trainer import fit
 from tests.conftest import ROOT
 from tests.tune._experiment import experiment  # noqa: F401  (the shared session fixture)
-from tests.tune.conftest import search_env
+from tests.tune.conftest import faults, restored_logging, search_env
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,46 @@ def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny,
     for name, weight in one["model"].items():
         torch.testing.assert_close(two["model"][name], weight, rtol=1e-4, atol=1e-5)
     assert (tmp_path / "two" / "last.pt").is_file()
+
+
+@pytest.mark.slow  # ~2 min here (three Ray Train worker-group starts); passed on the final code
+def test_a_worker_killed_mid_epoch_restarts_from_the_last_checkpoint_and_ends_on_the_same_curve(
+    ray_session, tiny, tmp_path
+):
+    """Through the installed convlstm-train (tune.train.main), --max-failures 1: one of two gloo workers SIGKILLs
+    itself in its third training forward pass of epoch 2; Ray Train restarts both from epoch 1's last.pt."""
+    from tune.train import main
+
+    single = fit(config(tmp_path / "one"), tiny)
+    marker = tmp_path / "killed"
+    argv = ["--data", tiny.config.data, "--output-dir", tmp_path / "two", "--ddp-cpu-workers", 2, "--max-failures", 1,
+            "--num-epochs", 3, "--num-workers", 0, "--learning-rate", 3e-3, "--seed", 5, "--batch-size", 6,
+            "--gradient-accumulation-steps", 2, "--checkpoint-every", 0, "--early-stopping-patience", 5,
+            "--hidden-channels", 4, "--device", "cpu"]
+    with faults(ray_session, die_at_epoch=2, die_after_forwards=3, die_marker=str(marker)), restored_logging():
+        with pytest.raises(SystemExit) as done:
+            main([str(a) for a in argv])
+    assert done.value.code == 0
+    assert marker.is_file()  # a worker really died, mid-epoch
+    history = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+    np.testing.assert_allclose([(r["train_loss"], r["val_loss"]) for r in history],
+                               [(r.train_loss, r.val_loss) for r in single], rtol=1e-4)
+    assert ckpt_io.load(tmp_path / "two" / "last.pt")["epoch"] == 3
+
+
+def test_data_parallel_runs_restart_once_by_default_and_the_flag_is_checked(tmp_path):
+    assert config(tmp_path, ddp_cpu_workers=2).train.max_failures == 1
+    with pytest.raises(ConfigError, match="--max-failures must be 0 or more, but got -1"):
+        config(tmp_path, max_failures=-1).validate()
+
+
+def test_the_installed_convlstm_train_is_the_data_parallel_entry():
+    import tomllib
+
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["convlstm-train"] == "tune.train:main"
+    assert "tune.train import main" in (ROOT / "train_convlstm.py").read_text()
 
 
 def test_a_batch_that_does_not_split_over_the_workers_is_refused_in_one_line(tmp_path):
