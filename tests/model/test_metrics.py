@@ -73,20 +73,21 @@ def test_latitude_weights_of_a_projected_grid_are_each_cells_cosine_with_mean_on
 
 
 def test_weighted_errors_with_per_cell_weights_match_brute_force(pair):
-    """A projected grid's (lat, lon) weights: each cell's own weight, summed over batch, channel and cells."""
+    """A projected grid's (lat, lon) weights: each cell's own weight, summed over batch and cells."""
     from tests._projected import lambert_grid
 
     pred, truth = pair
     w = latitude_weights(lambert_grid(4, 5)[2])
     sse, sae, wsum = weighted_errors(torch.tensor(pred), torch.tensor(truth), torch.tensor(w))
-    for lead in range(pred.shape[1]):
+    for lead, c in np.ndindex(pred.shape[1], pred.shape[2]):
         want = np.zeros(3)
-        for b, c, i, j in np.ndindex(pred.shape[0], pred.shape[2], 4, 5):
+        for b, i, j in np.ndindex(pred.shape[0], 4, 5):
             t = truth[b, lead, c, i, j]
             if np.isfinite(t):
                 e = pred[b, lead, c, i, j] - t
                 want += w[i, j] * np.array([e * e, abs(e), 1.0])
-        np.testing.assert_allclose([sse[lead].item(), sae[lead].item(), wsum[lead].item()], want, rtol=1e-6)
+        got = [sse[lead, c].item(), sae[lead, c].item(), wsum[lead, c].item()]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_rmse_and_mae_are_weighted_means(pair):

@@ -18,10 +18,9 @@ import torch
 import xarray as xr
 
 from data_io import DataConfig, prepare
-from data_io import denormalize as denormalize_np
 from data_io.demo import make_demo
 from model.evaluate import calendar_months, evaluate_checkpoint
-from model.metrics import latitude_weights
+from model.metrics import denormalize, latitude_weights
 from model.predict import main
 from tests._projected import projected_dataset, write_projected, write_wrf
 
@@ -120,7 +119,7 @@ def test_a_file_on_another_grid_is_refused(runs, capsys, tmp_path):
 def test_persistence_and_climatology_scores_use_each_cells_latitude(runs):
     data = prepare(DataConfig(data=str(runs["cf"]), target=["TEM"]))
     metrics = evaluate_checkpoint(runs["cf_ckpt"], data, device="cpu")
-    phys = denormalize_np(data.targets.astype("float64"), data.target_stats)  # (time, channel, y, x)
+    phys = denormalize(data.targets.astype("float64"), data.target_stats)  # (time, channel, y, x)
     w = np.cos(np.deg2rad(data.lat)) / np.cos(np.deg2rad(data.lat)).mean()
     np.testing.assert_allclose(latitude_weights(data.lat), w)
     months, (a, b), c = calendar_months(data.times), data.splits["train"], data.config
