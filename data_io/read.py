@@ -268,7 +268,8 @@ def _refuse_other_grids(ds: xr.Dataset, gridded: list[str], wanted: list[str], p
     ]
     if other:
         raise DataError(
-            f"{path}: {', '.join(other)} not on the (time, [level,] lat, lon) grid of {', '.join(gridded)}; "
+            f"{path}: {', '.join(other)} not on the (time, [level,] {', '.join(horizontal_dims(ds))}) grid of "
+            f"{', '.join(gridded)}; "
             "regrid the variables onto one grid, or leave these out with --variables"
         )
 
