@@ -5,33 +5,41 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from data_io import _grid
 from data_io._errors import DataError
 
 _ALIASES = {
-    "lat": ("lat", "latitude", "nav_lat", "y_lat"),
-    "lon": ("lon", "longitude", "nav_lon", "x_lon"),
+    "lat": ("lat", "latitude", "nav_lat", "y_lat", "XLAT", "XLAT_M"),
+    "lon": ("lon", "longitude", "nav_lon", "x_lon", "XLONG", "XLONG_M"),
     "level": ("level", "plev", "pressure", "lev", "isobaricInhPa", "pressure_level"),
-    "time": ("time", "valid_time", "t"),
+    "time": ("time", "valid_time", "t", "Time"),
 }
 
 
 def standardize(ds: xr.Dataset, path: str) -> xr.Dataset:
-    """Rename coordinates to time/level/lat/lon, sort latitudes ascending and longitudes into 0..360."""
+    """Rename coordinates to time/level/lat/lon, sort latitudes ascending and longitudes into 0..360.
+
+    A projected grid (2-D lat/lon) keeps its native rows and columns: see data_io._grid.
+    """
+    ds = _grid.wrf_times(ds, path)
     rename = {}
     for canonical, names in _ALIASES.items():
         for name in names:
-            if name in ds.dims or name in ds.coords:
+            # A 2-D data variable named like a latitude (WRF's XLAT without a 'coordinates' attribute) counts too.
+            if name in ds.dims or name in ds.coords or (name in ds.data_vars and ds[name].ndim >= 2
+                                                        and canonical in ("lat", "lon")):
                 if name != canonical:
                     rename[name] = canonical
                 break
     ds = ds.rename(rename)
+    original = {new: old for old, new in rename.items()}
+    if _grid.is_projected(ds):
+        if "time" not in ds.dims or "time" not in ds.coords:
+            raise DataError(f"{path}: no 'time' coordinate (dims are {sorted(map(str, ds.dims))}); "
+                            f"name it one of {list(_ALIASES['time'])} and give it CF units")
+        return _grid.standardize_projected(ds, path, original)
     for dim in ("time", "lat", "lon"):
         if dim not in ds.dims:
-            if dim in ds.coords and ds[dim].ndim > 1:
-                raise DataError(
-                    f"{path}: '{dim}' is a {ds[dim].ndim}-D (curvilinear) coordinate; "
-                    "regrid the file to a regular lat/lon grid first"
-                )
             if not ds.dims and not ds.variables:
                 raise DataError(
                     f"{path}: no variables at the file's root (data inside netCDF4 groups is not read); "
@@ -48,7 +56,6 @@ def standardize(ds: xr.Dataset, path: str) -> xr.Dataset:
             )
         if dim not in ds.coords:
             raise DataError(f"{path}: dimension '{dim}' has no coordinate values; add them to the file")
-    original = {new: old for old, new in rename.items()}
     for dim in ("lat", "lon"):
         values = ds[dim].values
         if values.dtype.kind not in "iuf" or not np.isfinite(values).all() or len(np.unique(values)) < len(values):

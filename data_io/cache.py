@@ -194,6 +194,9 @@ def _decode(raw: dict) -> dict:
     if not (all(isinstance(c, str) for c in meta["channels"] + meta["target_channels"])
             and isinstance(meta["target_attrs"], dict) and isinstance(meta["levels"], dict)):
         raise TypeError("channels, target_attrs or levels have the wrong type")
+    meta["grid"] = raw.get("grid")  # a projected grid's description (plain JSON); absent: a regular grid
+    if meta["grid"] is not None and not isinstance(meta["grid"], dict):
+        raise TypeError("grid has the wrong type")
     meta["times"] = _decode_times(raw["times"])
     for name in ("lat", "lon", "upstream_lat", "upstream_lon"):
         meta[name] = None if raw[name] is None else np.asarray(raw[name], dtype="float64")

@@ -144,14 +144,15 @@ def _fill(
             sink.rewrite(t0, rows)
         sink.close()
 
-    up = sel.streams.get("upstream")
+    (lat, lon), up = sel.coords("targets"), sel.coords("upstream") if "upstream" in sel.streams else (None, None)
+    tgt = sel.streams["targets"]
     return {
-        "times": sel.times, "lat": sel.lat[sel.streams["targets"].lat_idx],
-        "lon": sel.lon[sel.streams["targets"].lon_idx],
+        "times": sel.times, "lat": lat, "lon": lon,
         "channels": in_channels, "target_channels": tgt_channels, "input_stats": in_stats, "target_stats": tgt_stats,
-        "upstream_lat": sel.lat[up.lat_idx] if up else None, "upstream_lon": sel.lon[up.lon_idx] if up else None,
+        "upstream_lat": up[0], "upstream_lon": up[1],
         "target_attrs": sel.target_attrs, "levels": sel.levels, "lon_signed": sel.lon_signed,
         "stats_given": stats is not None,
+        "grid": sel.grid.crop(tgt.lat_idx, tgt.lon_idx) if sel.grid is not None else None,
     }
 
 

@@ -22,6 +22,10 @@ from data_io.windows import split_bounds, window_starts
 class PreparedData:
     """One file, cropped, normalised and split; arrays are (time, channel, lat, lon) float32.
 
+    On a regular grid ``lat``/``lon`` are the box's 1-D coordinates; on a projected grid (a regional model's native
+    rows and columns) they are the 2-D (rows, cols) latitude and longitude of every cell, and ``grid`` says how the
+    file names and defines that grid (data_io._grid.ProjectedGrid.crop), for the forecast writer.
+
     ``inputs`` has NaNs filled with 0 (the mean); ``targets`` keeps NaNs so losses and metrics can mask them.
     The whole object pickles with numpy buffers out of band, so Ray shares it zero-copy between trials.
     Arrays memory-mapped from the on-disk cache (``cache_dir``, see data_io.cache) pickle as that folder's path
@@ -51,6 +55,7 @@ class PreparedData:
     stats_given: bool = False
     # None, or why this process could not map the cache entry's arrays (they are None); see data_io.ensure_local.
     not_local: str | None = None
+    grid: dict | None = None  # None: a regular lat/lon grid
 
     @classmethod
     def from_meta(
@@ -69,6 +74,7 @@ class PreparedData:
             input_stats=meta["input_stats"], target_stats=meta["target_stats"], splits=splits,
             upstream_lat=meta["upstream_lat"], upstream_lon=meta["upstream_lon"], target_attrs=meta["target_attrs"],
             levels=meta["levels"], lon_signed=bool(meta["lon_signed"]), cache_dir=cache_dir, stats_given=given,
+            grid=meta.get("grid"),
         )
         if cache_dir is not None:
             data.not_local = data.map_arrays()
@@ -81,16 +87,16 @@ class PreparedData:
             "target_channels": list(self.target_channels), "input_stats": self.input_stats,
             "target_stats": self.target_stats, "upstream_lat": self.upstream_lat, "upstream_lon": self.upstream_lon,
             "target_attrs": self.target_attrs, "levels": self.levels, "lon_signed": self.lon_signed,
-            "stats_given": self.stats_given,
+            "stats_given": self.stats_given, "grid": self.grid,
         }
 
     def array_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape each array must have, from the coordinates and channels (upstream only with its box)."""
         n = len(self.times)
-        shapes = {"inputs": (n, len(self.channels), len(self.lat), len(self.lon)),
-                  "targets": (n, len(self.target_channels), len(self.lat), len(self.lon))}
+        shapes = {"inputs": (n, len(self.channels), *_cells(self.lat, self.lon)),
+                  "targets": (n, len(self.target_channels), *_cells(self.lat, self.lon))}
         if self.upstream_lat is not None and self.upstream_lon is not None:
-            shapes["upstream"] = (n, len(self.channels), len(self.upstream_lat), len(self.upstream_lon))
+            shapes["upstream"] = (n, len(self.channels), *_cells(self.upstream_lat, self.upstream_lon))
         return shapes
 
     def map_arrays(self) -> str | None:
@@ -130,6 +136,7 @@ class PreparedData:
         self.__dict__.update(state)
         self.__dict__.setdefault("stats_given", False)
         self.__dict__.setdefault("not_local", None)
+        self.__dict__.setdefault("grid", None)
         if self.cache_dir is not None:
             self.not_local = self.map_arrays()  # only maps: a missing entry is for data_io.ensure_local to rebuild
 
@@ -143,3 +150,9 @@ class PreparedData:
     def nbytes(self) -> int:
         arrays = [self.inputs, self.targets] + ([self.upstream] if self.upstream is not None else [])
         return sum(a.nbytes for a in arrays)
+
+
+def _cells(lat: np.ndarray, lon: np.ndarray) -> tuple[int, int]:
+    """(rows, cols) of a box: 2-D coordinates on a projected grid, 1-D latitudes x longitudes on a regular one."""
+    lat = np.asarray(lat)
+    return (lat.shape[0], lat.shape[1]) if lat.ndim == 2 else (len(lat), len(lon))

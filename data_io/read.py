@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import xarray as xr
 
+from data_io import _grid
 from data_io._coords import box_indices, standardize, to_file_convention, west_to_east
 from data_io._errors import ConfigError, DataError
 from data_io._netcdf3 import expected_size
@@ -24,6 +25,7 @@ from data_io.config import DataConfig
 log = logging.getLogger(__name__)
 
 GRID_DIMS = ("time", "lat", "lon")
+PROJECTED_DIMS = ("time", *_grid.DIMS)  # a regional model's native grid: rows y, columns x, 2-D lat/lon
 STREAMS = ("inputs", "targets", "upstream")
 # netCDF-C gives every variable a 64 MB HDF5 chunk cache by default: 400 MB for the reference schema, of no use to
 # reads that visit each chunk once (ours, in memory or streamed). prepare() opens files with this much instead.
@@ -71,9 +73,14 @@ def small_chunk_cache() -> Iterator[None]:
 
 
 # ---- names ---------------------------------------------------------------------------------------------------
+def horizontal_dims(ds: xr.Dataset) -> tuple[str, str]:
+    """The row and column dims of an opened file: ("lat", "lon"), or ("y", "x") on a projected grid."""
+    return _grid.DIMS if _grid.GRID_ATTR in ds.attrs else ("lat", "lon")
+
+
 def extra_dims(var: xr.DataArray) -> list[str]:
-    """The dims of a variable other than time/lat/lon (a level axis, or nothing)."""
-    return [str(d) for d in var.dims if d not in GRID_DIMS]
+    """The dims of a variable other than time and the horizontal ones (a level axis, or nothing)."""
+    return [str(d) for d in var.dims if d not in GRID_DIMS and d not in PROJECTED_DIMS]
 
 
 def channel_name(variable: str, level: object = None) -> str:
@@ -106,7 +113,10 @@ def time_step(times: np.ndarray, source: str = "the file") -> np.timedelta64:
 # ---- the selection -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Stream:
-    """One array prepare() makes: which variables, over which box, giving which channels."""
+    """One array prepare() makes: which variables, over which box, giving which channels.
+
+    lat_idx/lon_idx are the box's rows and columns of the file's grid (of y and x on a projected grid).
+    """
 
     variables: list[str]
     lat_idx: np.ndarray
@@ -126,10 +136,19 @@ class Selection:
     order: np.ndarray | None  # file row of each time-ordered step (None: the file is in order)
     streams: dict[str, Stream]
     levels: dict[str, list]  # level values of each leveled input variable
-    lat: np.ndarray  # all latitudes of the file (ascending); the streams index into these
+    lat: np.ndarray  # all latitudes of the file (ascending); the streams index into these. 2-D (y, x) when projected
     lon: np.ndarray
     lon_signed: bool
     target_attrs: dict[str, dict[str, str]]
+    grid: _grid.ProjectedGrid | None = None  # None: a regular lat/lon grid
+
+    def coords(self, stream: str) -> tuple[np.ndarray, np.ndarray]:
+        """The latitudes and longitudes of one stream's box: 1-D on a regular grid, 2-D (rows, cols) if projected."""
+        s = self.streams[stream]
+        if self.grid is None:
+            return self.lat[s.lat_idx], self.lon[s.lon_idx]
+        cells = np.ix_(s.lat_idx, s.lon_idx)
+        return self.lat[cells], self.lon[cells]
 
     @property
     def row_of(self) -> np.ndarray:
@@ -153,7 +172,8 @@ def select(ds: xr.Dataset, cfg: DataConfig, path: str) -> Selection:
         times = times[order]
     gridded = _gridded_variables(ds)
     if not gridded:
-        raise DataError(f"{path}: no (time, [level,] lat, lon) variables found; nothing to train on")
+        raise DataError(f"{path}: no (time, [level,] {', '.join(horizontal_dims(ds))}) variables found; "
+                        "nothing to train on")
     _refuse_other_grids(ds, gridded, (cfg.variables or list(ds.data_vars)) + (cfg.target or []), path)
     inputs = _pick(cfg.variables, gridded, "--variables", path)
     default_target = ["precipitation"] if "precipitation" in gridded else inputs
@@ -173,6 +193,7 @@ def select(ds: xr.Dataset, cfg: DataConfig, path: str) -> Selection:
         lat=ds["lat"].values.astype("float64"), lon=ds["lon"].values.astype("float64"),
         lon_signed=bool(ds.attrs.get("_lon_was_signed", 0)),
         target_attrs={v: {k: str(a) for k, a in ds[v].attrs.items()} for v in targets},
+        grid=ds.attrs.get(_grid.GRID_ATTR),
     )
 
 
@@ -181,10 +202,11 @@ def read_block(ds: xr.Dataset, sel: Selection, stream: str, t0: int, t1: int) ->
     s = sel.streams[stream]
     out = np.empty(s.shape(t1 - t0), dtype=np.float32)
     c = 0
+    row, col = horizontal_dims(ds)
     for name in s.variables:
-        var = ds[name].isel(time=slice(t0, t1), lat=s.lat_idx, lon=s.lon_idx)
+        var = ds[name].isel({"time": slice(t0, t1), row: s.lat_idx, col: s.lon_idx})
         dims = extra_dims(var)
-        values = np.asarray(var.transpose("time", *dims, "lat", "lon").values, dtype=np.float32)
+        values = np.asarray(var.transpose("time", *dims, row, col).values, dtype=np.float32)
         if np.isinf(values).any():
             raise DataError(f"{sel.path}: variable {name} has inf values; replace them with NaN or valid numbers")
         n = int(np.prod(values.shape[1:-2], dtype=np.int64))
@@ -231,9 +253,9 @@ def _is_sorted(times: np.ndarray) -> bool:
 
 
 def _gridded_variables(ds: xr.Dataset) -> list[str]:
-    out = []
+    out, grid_dims = [], {"time", *horizontal_dims(ds)}
     for name, var in ds.data_vars.items():
-        if set(GRID_DIMS) <= set(var.dims) and var.ndim in (3, 4) and var.dtype.kind in "fiu":
+        if grid_dims <= set(var.dims) and var.ndim in (3, 4) and var.dtype.kind in "fiu":
             out.append(str(name))
     return out
 
@@ -246,7 +268,8 @@ def _refuse_other_grids(ds: xr.Dataset, gridded: list[str], wanted: list[str], p
     ]
     if other:
         raise DataError(
-            f"{path}: {', '.join(other)} not on the (time, [level,] lat, lon) grid of {', '.join(gridded)}; "
+            f"{path}: {', '.join(other)} not on the (time, [level,] {', '.join(horizontal_dims(ds))}) grid of "
+            f"{', '.join(gridded)}; "
             "regrid the variables onto one grid, or leave these out with --variables"
         )
 
@@ -266,7 +289,13 @@ def _default_box(cfg: DataConfig, prefix: str) -> bool:
                for k in ("lat_min", "lat_max", "lon_min", "lon_max"))
 
 
-def _box(ds: xr.Dataset, cfg: DataConfig, prefix: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _box(ds: xr.Dataset, cfg: DataConfig, prefix: str, path: str) -> tuple[np.ndarray, np.ndarray] | None:
+    if _grid.GRID_ATTR in ds.attrs:
+        box = tuple(getattr(cfg, f"{prefix}_{k}") for k in ("lat_min", "lat_max", "lon_min", "lon_max"))
+        cells = _grid.box_cells(ds["lat"].values, ds["lon"].values, *box)
+        if cells is not None:
+            _grid.log_box(prefix, path, ds["lat"].values, ds["lon"].values, box, *cells)
+        return cells
     lat = box_indices(ds["lat"].values, getattr(cfg, f"{prefix}_lat_min"), getattr(cfg, f"{prefix}_lat_max"))
     lon = box_indices(
         ds["lon"].values, getattr(cfg, f"{prefix}_lon_min"), getattr(cfg, f"{prefix}_lon_max"), periodic=True
@@ -276,16 +305,20 @@ def _box(ds: xr.Dataset, cfg: DataConfig, prefix: str) -> tuple[np.ndarray, np.n
 
 def _grid_extent(ds: xr.Dataset) -> str:
     lat, lon = ds["lat"].values, ds["lon"].values
+    if _grid.GRID_ATTR in ds.attrs:
+        return _grid.extent(lat, lon)
     west, east = to_file_convention(lon[west_to_east(lon)][[0, -1]], bool(ds.attrs.get("_lon_was_signed", 0)))
     return f"lat {lat.min():g}..{lat.max():g}, lon {west:g}..{east:g}"
 
 
 def _downstream_box(ds: xr.Dataset, cfg: DataConfig, path: str) -> tuple[np.ndarray, np.ndarray]:
-    box = _box(ds, cfg, "downstream")
+    box = _box(ds, cfg, "downstream", path)
     if box is not None:
         return box
     if _default_box(cfg, "downstream"):
         log.info("%s does not cover the default downstream box; using the whole grid (%s)", path, _grid_extent(ds))
+        if _grid.GRID_ATTR in ds.attrs:
+            return np.arange(ds.sizes["y"]), np.arange(ds.sizes["x"])
         return np.arange(ds.sizes["lat"]), west_to_east(ds["lon"].values)
     raise DataError(
         f"--downstream-lat/lon-min/max: the box {cfg.downstream_lat_min}..{cfg.downstream_lat_max}N, "
@@ -295,7 +328,7 @@ def _downstream_box(ds: xr.Dataset, cfg: DataConfig, path: str) -> tuple[np.ndar
 
 
 def _upstream_box(ds: xr.Dataset, cfg: DataConfig, path: str) -> tuple[np.ndarray, np.ndarray]:
-    box = _box(ds, cfg, "upstream")
+    box = _box(ds, cfg, "upstream", path)
     if box is None:
         raise DataError(
             f"--include-upstream: the upstream box {cfg.upstream_lat_min}..{cfg.upstream_lat_max}N, "

@@ -13,7 +13,8 @@ from data_io import NormStats
 
 
 def latitude_weights(lat: np.ndarray) -> np.ndarray:
-    """cos(latitude), normalised to mean 1 over the grid's rows."""
+    """cos(latitude), normalised to mean 1: (lat,) over a regular grid's rows, or (y, x) over a projected grid's
+    cells (each cell's own latitude). Either broadcasts against (..., lat, lon) in weighted_errors."""
     w = np.cos(np.deg2rad(np.asarray(lat, dtype="float64")))
     return w / w.mean()
 
@@ -48,8 +49,11 @@ def denormalize(z: torch.Tensor | np.ndarray, stats: NormStats | tuple[torch.Ten
 def weighted_errors(
     pred: torch.Tensor, truth: torch.Tensor, lat_weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Latitude-weighted squared and absolute error sums per (lead, channel), and the weight sums."""
-    w = lat_weights.view(-1, 1) * torch.isfinite(truth)
+    """Latitude-weighted squared and absolute error sums per (lead, channel), and the weight sums.
+
+    ``lat_weights`` is (lat,) per row of a regular grid or (lat, lon) per cell of a projected one.
+    """
+    w = (lat_weights.view(-1, 1) if lat_weights.ndim == 1 else lat_weights) * torch.isfinite(truth)
     err = torch.where(w > 0, pred.float() - torch.nan_to_num(truth.float()), 0.0)
     dims = [d for d in range(err.ndim) if d not in (1, 2)]
     return (w * err * err).sum(dims), (w * err.abs()).sum(dims), w.sum(dims)

@@ -21,6 +21,7 @@ import xarray as xr
 
 from data_io import ConfigError, DataError, NormStats, PreparedData, open_dataset, prepare, time_step
 from data_io._coords import to_file_convention
+from data_io.read import extra_dims, horizontal_dims
 from model import checkpoint as ckpt_io
 from model._main import run_cli, setup_logging
 from model.device import describe, select_device
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         forecast.attrs["history"] = f"{now}: {command}"
         write_netcdf(forecast, out)
-        names = ", ".join(map(str, forecast.data_vars))
+        names = ", ".join(str(v) for v in forecast.data_vars if forecast[v].ndim)  # not the grid_mapping
         log.info("Wrote %s: %s from %s, valid %s .. %s", out, names, forecast.attrs["forecast_reference_time"],
                  _iso(forecast["time"].values[0]), _iso(forecast["time"].values[-1]))
         return 0
@@ -153,7 +154,7 @@ def _read(ckpt: dict, data_cfg, path: str, ckpt_path: str) -> tuple[PreparedData
 
 def _check_variables(ds: xr.Dataset, meta: dict, names: list[str], path: str, ckpt_path: str) -> dict:
     """Variables present, levels equal and in order, target units unchanged. Returns {var: (level dim, coord)}."""
-    gridded = [str(v) for v in ds.data_vars if {"time", "lat", "lon"} <= set(ds[v].dims)]
+    gridded = [str(v) for v in ds.data_vars if {"time", *horizontal_dims(ds)} <= set(ds[v].dims)]
     missing = [v for v in names if v not in gridded]
     if missing:
         raise DataError(
@@ -163,7 +164,7 @@ def _check_variables(ds: xr.Dataset, meta: dict, names: list[str], path: str, ck
     level_coords = {}
     for name in names:
         var = ds[name]
-        extra = [d for d in var.dims if d not in ("time", "lat", "lon")]
+        extra = extra_dims(var)
         expected = meta["levels"].get(name)
         if expected is None and extra:
             raise DataError(f"--data {path}: {name} has a '{extra[0]}' dimension here but had no levels in "
@@ -202,6 +203,11 @@ def _same_levels(actual: list, expected: list) -> bool:
 
 def _check_grid(data: PreparedData, meta: dict, path: str, ckpt_path: str) -> None:
     lat, lon = np.asarray(meta["lat"]), np.asarray(meta["lon"])
+    projected = (data.grid is not None, meta.get("grid") is not None)
+    if projected[0] != projected[1]:
+        kinds = ["a regular lat/lon grid", "a projected grid (2-D latitude/longitude)"]
+        raise DataError(f"--data {path}: the file is on {kinds[projected[0]]} but {ckpt_path} was trained on "
+                        f"{kinds[projected[1]]}; pass a file on the training data's grid")
     same = (data.lat.shape == lat.shape and data.lon.shape == lon.shape
             and np.allclose(data.lat, lat, atol=1e-4) and np.allclose(data.lon, lon, atol=1e-4))
     if not same:
@@ -219,6 +225,8 @@ def _check_grid(data: PreparedData, meta: dict, path: str, ckpt_path: str) -> No
 
 
 def _span(a: np.ndarray) -> str:
+    if a.ndim == 2:
+        return f"{a.min():.4g}..{a.max():.4g} ({a.shape[0]} x {a.shape[1]} cells)"
     step = f", step {float(np.median(np.diff(a))):g}" if a.size > 1 else ""
     return f"{a[0]:g}..{a[-1]:g} ({a.size} points{step})"
 
@@ -281,6 +289,29 @@ def _hours(step) -> str:
 
 
 # ---- the output file -----------------------------------------------------------------------------------------
+def _horizontal_coords(data: PreparedData) -> tuple[tuple[str, str], dict]:
+    """The forecast's horizontal dims and coordinates: 1-D lat/lon, or a projected grid's own (data.grid)."""
+    if data.grid is None:
+        return ("lat", "lon"), {
+            "lat": ("lat", data.lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
+            "lon": ("lon", to_file_convention(data.lon, data.lon_signed),
+                    {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
+        }
+    g = data.grid
+    dims = (g["dims"][0], g["dims"][1])
+    coords = {
+        g["lat_name"]: (dims, data.lat.astype(g["dtype"]),
+                        {**g["coord_attrs"]["lat"], "standard_name": "latitude", "units": "degrees_north"}),
+        g["lon_name"]: (dims, data.lon.astype(g["dtype"]),
+                        {**g["coord_attrs"]["lon"], "standard_name": "longitude", "units": "degrees_east"}),
+    }
+    for key, dim in zip(("y", "x"), dims):
+        axis = g["axes"].get(key)
+        if axis:
+            coords[axis["name"]] = (dim, np.asarray(axis["values"]), dict(axis["attrs"]))
+    return dims, coords
+
+
 def _physical(z: np.ndarray, stats: NormStats) -> np.ndarray:
     """Denormalise; log-transformed channels (precipitation) were clipped at 0 on the way in, and are here too."""
     values = denormalize(z.astype("float64"), stats)
@@ -289,12 +320,14 @@ def _physical(z: np.ndarray, stats: NormStats) -> np.ndarray:
 
 
 def _forecast_dataset(values, data: PreparedData, meta: dict, level_coords: dict, valid, leads, init) -> xr.Dataset:
-    """values (time, target channel, lat, lon) -> one CF variable per target, (time, [level,] lat, lon)."""
+    """values (time, target channel, lat, lon) -> one CF variable per target, (time, [level,] lat, lon).
+
+    On a projected grid the horizontal dims, 2-D coordinates and grid_mapping variable are the input file's.
+    """
+    (row, col), horizontal = _horizontal_coords(data)
     coords = {
         "time": ("time", valid, {"standard_name": "time", "long_name": "valid time", "axis": "T"}),
-        "lat": ("lat", data.lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y"}),
-        "lon": ("lon", to_file_convention(data.lon, data.lon_signed),
-                {"standard_name": "longitude", "units": "degrees_east", "axis": "X"}),
+        **horizontal,
         "forecast_period": ("time", leads, {"standard_name": "forecast_period", "long_name": "lead time"}),
         "forecast_reference_time": ((), init, {"standard_name": "forecast_reference_time",
                                                "long_name": "initialisation time"}),
@@ -308,9 +341,15 @@ def _forecast_dataset(values, data: PreparedData, meta: dict, level_coords: dict
             if dim in coords and not np.array_equal(coords[dim][1], coord.values):
                 dim = f"{dim}_{name}"  # another target uses other levels on a dimension of the same name
             coords[dim] = (dim, coord.values, dict(coord.attrs))
-            variables[name] = (("time", dim, "lat", "lon"), values[:, idx], attrs)
+            variables[name] = (("time", dim, row, col), values[:, idx], attrs)
         else:
-            variables[name] = (("time", "lat", "lon"), values[:, idx[0]], attrs)
+            variables[name] = (("time", row, col), values[:, idx[0]], attrs)
+    title = f"ConvLSTM forecast of {', '.join(variables)}"
+    mapping = data.grid.get("mapping") if data.grid else None
+    if mapping:
+        for _, _, attrs in variables.values():
+            attrs["grid_mapping"] = mapping["name"]
+        variables[mapping["name"]] = ((), np.int32(0), dict(mapping["attrs"]))
     ds = xr.Dataset(variables, coords=coords)
     reference = f"hours since {_iso(init).replace('T', ' ')}"
     for name in ("time", "forecast_reference_time"):
@@ -319,7 +358,7 @@ def _forecast_dataset(values, data: PreparedData, meta: dict, level_coords: dict
         ds[name].encoding["_FillValue"] = None  # CF: coordinates have no missing values
     ds.attrs.update(
         Conventions="CF-1.8",
-        title=f"ConvLSTM forecast of {', '.join(variables)}",
+        title=title,
         forecast_reference_time=_iso(init),
     )
     return ds

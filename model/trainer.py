@@ -393,6 +393,7 @@ def checkpoint_meta(data: PreparedData) -> dict:
                    for k, lv in data.levels.items()},
         "target_attrs": data.target_attrs,
         "lon_signed": data.lon_signed,
+        "grid": data.grid,  # a projected grid's names, mapping and 1-D axes (None: regular); lat/lon are then 2-D
     }
 
 

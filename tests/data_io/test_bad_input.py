@@ -67,11 +67,13 @@ def _groups_only(tmp_path):
 
 
 def _curvilinear(ds):
+    """A 2-D (projected-grid) latitude with a hole: such grids are read natively, but every cell needs a centre."""
     y, x = np.arange(9.0), np.arange(18.0)
+    lat = 20 + y[:, None] + 0.1 * x
+    lat[4, 7] = np.nan
     return xr.Dataset(
         {"t2m": (("time", "y", "x"), ds["t2m"].values)},
-        coords={"time": ds["time"], "lat": (("y", "x"), 20 + y[:, None] + 0.1 * x),
-                "lon": (("y", "x"), x + 0.1 * y[:, None])},
+        coords={"time": ds["time"], "lat": (("y", "x"), lat), "lon": (("y", "x"), x + 0.1 * y[:, None])},
     )
 
 
@@ -105,7 +107,8 @@ CASES = {
     "minus-inf-target": (_edited(_set("z", (5, 0, 2, 3), -np.inf)), ["--target", "z"], ["variable z has inf values"]),
     "all-nan-input": (_edited(_set("t2m", slice(None), np.nan)), ["--target", "z"],
                       ["channel t2m is NaN everywhere", "drop it with --variables"]),
-    "curvilinear-lat-lon": (_edited(_curvilinear), [], ["'lat' is a 2-D (curvilinear) coordinate", "regrid"]),
+    "curvilinear-nan-lat": (_edited(_curvilinear), [], ["coordinate 'lat' has 1 cell(s) that are not finite",
+                                                        "fix the grid's coordinate values"]),
     "level-without-values": (_edited(lambda ds: ds.drop_vars("plev")), [],
                              ["variable z has a 'level' dimension without coordinate values", "add the level values"]),
     "variable-on-another-grid": (_edited(_other_grid), [],

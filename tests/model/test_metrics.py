@@ -61,6 +61,35 @@ def test_weighted_errors_per_lead_and_channel_match_brute_force(pair):
             np.testing.assert_allclose(wsum[lead, ch].item(), wc.sum(), rtol=1e-6)
 
 
+def test_latitude_weights_of_a_projected_grid_are_each_cells_cosine_with_mean_one():
+    from tests._projected import lambert_grid
+
+    _, _, lat, _ = lambert_grid(4, 5)
+    w = latitude_weights(lat)
+    assert w.shape == (4, 5)
+    cos = [[np.cos(lat[i, j] * np.pi / 180) for j in range(5)] for i in range(4)]
+    np.testing.assert_allclose(w, np.array(cos) / np.mean(cos))
+    assert w.mean() == pytest.approx(1.0)
+
+
+def test_weighted_errors_with_per_cell_weights_match_brute_force(pair):
+    """A projected grid's (lat, lon) weights: each cell's own weight, summed over batch and cells."""
+    from tests._projected import lambert_grid
+
+    pred, truth = pair
+    w = latitude_weights(lambert_grid(4, 5)[2])
+    sse, sae, wsum = weighted_errors(torch.tensor(pred), torch.tensor(truth), torch.tensor(w))
+    for lead, c in np.ndindex(pred.shape[1], pred.shape[2]):
+        want = np.zeros(3)
+        for b, i, j in np.ndindex(pred.shape[0], 4, 5):
+            t = truth[b, lead, c, i, j]
+            if np.isfinite(t):
+                e = pred[b, lead, c, i, j] - t
+                want += w[i, j] * np.array([e * e, abs(e), 1.0])
+        got = [sse[lead, c].item(), sae[lead, c].item(), wsum[lead, c].item()]
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_rmse_and_mae_are_weighted_means(pair):
     pred, truth = pair
     w = latitude_weights(LAT)
