@@ -100,7 +100,8 @@ def test_grid_without_the_default_box_is_used_whole(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="data_io"):
         data = prepare(DataConfig(data=str(path), cache_threshold_mb=1000))
     assert data.lat.shape == (12, 14) and data.inputs.shape[-2:] == (12, 14)
-    assert "does not cover the default downstream box; using the whole grid (projected grid 12 x 14 cells" in caplog.text
+    assert ("does not cover the default downstream box; using the whole grid (projected grid 12 x 14 cells"
+            in caplog.text)
 
 
 def test_box_partly_outside_the_grid_is_refused(cf_file):
