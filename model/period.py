@@ -61,10 +61,12 @@ def check(cfg: ForecastConfig) -> None:
         raise ConfigError(f"--batch-size must be at least 1, but got {cfg.batch_size}")
 
 
-def init_indices(times: np.ndarray, cfg: ForecastConfig, window: int, after: int, path: str) -> np.ndarray:
+def init_indices(times: np.ndarray, cfg: ForecastConfig, window: int, after: int, path: str,
+                 every: bool = False) -> np.ndarray:
     """Time indices of the last input step of every forecast; each has `window` steps up to it and `after` steps
-    after it in the file (the observed upstream frames a rolling forecast reads)."""
-    if not cfg.over_period():
+    after it in the file (the observed upstream frames a rolling forecast reads). No time given: the file's last
+    step, or with `every` each step that has a full window (graphcast's default)."""
+    if not cfg.over_period() and not every:
         end = init_index(times, cfg.init_time, window, path)
         ends = np.array([end])
         flag = f"--init-time {cfg.init_time}" if cfg.init_time else f"--data {path} (its last step)"

@@ -96,8 +96,9 @@ def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = No
     return predict_config(cfg)
 
 
-def predict_config(cfg: ForecastConfig) -> xr.Dataset:
-    """Every forecast `cfg` asks for, computed `cfg.batch_size` at a time on the device, in physical units."""
+def predict_config(cfg: ForecastConfig, every: bool = False) -> xr.Dataset:
+    """Every forecast `cfg` asks for, computed `cfg.batch_size` at a time on the device, in physical units.
+    `every`: with no time given, forecast from every window of the file (not only the last)."""
     checkpoint, data = str(cfg.checkpoint), str(cfg.data)
     ckpt = _load_checkpoint(checkpoint)
     config, meta = ckpt_io.config_from_checkpoint(ckpt), ckpt["meta"]
@@ -107,7 +108,7 @@ def predict_config(cfg: ForecastConfig) -> xr.Dataset:
     times = prepared.times
     # Later rolling steps read the observed upstream box (the model does not forecast it).
     after = (cfg.rolling_steps - 1) * c.forecast_steps if prepared.upstream is not None else 0
-    ends = init_indices(times, cfg, c.window_size, after, data)
+    ends = init_indices(times, cfg, c.window_size, after, data, every)
     step = file_time_step(times, data)
 
     dev = select_device(cfg.device)
@@ -126,7 +127,7 @@ def predict_config(cfg: ForecastConfig) -> xr.Dataset:
             valid = valid.astype(times.dtype)
         forecasts.append(_forecast_dataset(_physical(values, prepared.target_stats), prepared, meta, level_coords,
                                            valid, pd.to_timedelta(leads).values, times[end]))
-    ds = stack_forecasts(forecasts) if cfg.over_period() else forecasts[0]
+    ds = stack_forecasts(forecasts) if cfg.over_period() or every else forecasts[0]
     ds.attrs["source"] = f"ConvLSTM (convlstm-tune) checkpoint {checkpoint}, epoch {ckpt.get('epoch', '?')}"
     if cfg.rolling_steps > 1:
         ds.attrs["rolling_steps"] = cfg.rolling_steps
