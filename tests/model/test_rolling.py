@@ -175,15 +175,27 @@ def test_graphcast_inference_command_runs_end_to_end_with_its_flags(files, tmp_p
     assert (tmp_path / "maps" / "case_precipitation_1.png").stat().st_size > 0
 
 
+def test_graphcast_inference_command_refuses_bad_input_in_one_line_from_the_shell(files, tmp_path):
+    proc = _inference("--checkpoint", files["plain"], "--data", files["demo"], "--output-dir", tmp_path,
+                      "--rolling-steps", "3")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("run_inference_convlstm.py: error: --rolling-steps 3: the model does not forecast")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "predictions.nc").exists()
+
+
 @pytest.mark.parametrize("args, expected", [
-    (["--rolling-steps", "3"], "--rolling-steps 3: the model does not forecast every input channel"),
     (["--include-upstream"], "--include-upstream: --checkpoint "),
     (["--downstream-lat-min", "20"], "--downstream-lat-min 20.0: --checkpoint "),
+    (["--viz-timesteps", "7"], "--viz-timesteps 7: there are "),
     (["--viz-format", "tiff"], "argument --viz-format: invalid choice"),
 ])
-def test_graphcast_inference_command_refuses_bad_input_in_one_line(files, tmp_path, args, expected):
-    proc = _inference("--checkpoint", files["plain"], "--data", files["demo"], "--output-dir", tmp_path, *args)
-    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
-    if "invalid choice" not in expected:
-        assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "predictions.nc").exists()
+def test_graphcast_inference_command_refuses_bad_input(files, tmp_path, capsys, args, expected):
+    from model.inference import main as inference
+
+    with pytest.raises(SystemExit) as exit_info:
+        inference(["--checkpoint", str(files["plain"]), "--data", str(files["demo"]), "--output-dir",
+                   str(tmp_path), "--specific-times", "2020-01-08T00:00", "--visualize", *args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and expected in err
+    if "invalid choice" not in expected:  # argparse's own errors come after its usage lines
+        assert len(err.strip().splitlines()) == 1
