@@ -80,7 +80,7 @@ def init_indices(times: np.ndarray, cfg: ForecastConfig, window: int, after: int
                   (hi is None or t <= hi) and i + after < len(times)]
         if not inside:
             raise DataError(
-                f"--start-time {cfg.start_time} --end-time {cfg.end_time}: no time step of {path} ({iso(times[0])} .. "
+                f"{_period_flags(cfg, path)}: no time step of {path} ({iso(times[0])} .. "
                 f"{iso(times[-1])}) in that period has the {window} input steps up to it"
                 + (f" and {after} observed upstream steps after it" if after else "") + "; widen the period")
         return np.array(inside)
@@ -90,6 +90,12 @@ def init_indices(times: np.ndarray, cfg: ForecastConfig, window: int, after: int
             f"{flag}: a rolling forecast from {iso(times[late[0]])} reads the observed upstream box {after} steps "
             f"later, but {path} ends at {iso(times[-1])}; pick {iso(times[len(times) - 1 - after])} or earlier")
     return ends
+
+
+def _period_flags(cfg: ForecastConfig, path: str) -> str:
+    given = [f"--start-time {cfg.start_time}" if cfg.start_time else "", f"--end-time {cfg.end_time}" if cfg.end_time
+             else ""]
+    return " ".join(g for g in given if g) or f"--data {path}"
 
 
 def init_index(times: np.ndarray, init_time: str | None, window: int, path: str, flag: str = "--init-time") -> int:
