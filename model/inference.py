@@ -89,18 +89,17 @@ def main(argv: list[str] | None = None) -> None:
             log.info("%s: not needed any more, ignored (the checkpoint carries its model and normalisation)",
                      ", ".join(obsolete))
         _check_matches(forecast.checkpoint, matched)
-        fc = predict_config(forecast, every=True)
-        names = [options.exp1_name]
-        if options.save_predictions:
-            log.info("Wrote %s", write_netcdf(fc, out / options.predictions_filename))
-        forecasts = {options.exp1_name: fc}
         if options.compare_checkpoint:
             _check_matches(options.compare_checkpoint, matched, "--compare-checkpoint")
             if options.exp2_name == options.exp1_name:
                 raise ConfigError(f"--exp2-name {options.exp2_name!r} is --exp1-name's; give the models two names")
+        fc = predict_config(forecast, every=True)
+        if options.save_predictions:
+            log.info("Wrote %s", write_netcdf(fc, out / options.predictions_filename))
+        forecasts = {options.exp1_name: fc}
+        if options.compare_checkpoint:
             other = predict_config(replace(forecast, checkpoint=options.compare_checkpoint), every=True)
             forecasts[options.exp2_name] = other
-            names.append(options.exp2_name)
             if options.save_predictions:
                 stem = Path(options.predictions_filename)
                 log.info("Wrote %s", write_netcdf(other, out / f"{stem.stem}_{_safe(options.exp2_name)}{stem.suffix}"))
@@ -182,7 +181,7 @@ def compare(forecasts: dict[str, xr.Dataset], data: str, out: Path) -> list[Path
         table = score_table(fields, truth, persistence, climatology, fss_windows=windows)
     except ValueError as exc:
         raise ConfigError(f"--compare-checkpoint: {exc}; compare models with the same targets and grid") from None
-    meta = {"data": data, "initialisations": int(len(times)), "models": list(forecasts),
+    meta = {"data": data, "initialisations": len(times), "models": list(forecasts),
             "climatology": f"mean of {data} over its time steps (no training split here)"}
     return write_metrics(table, out, meta)
 

@@ -165,7 +165,8 @@ def stack_forecasts(forecasts: list[xr.Dataset]) -> xr.Dataset:
     out = xr.concat(by_lead, dim="forecast_reference_time", coords="minimal", compat="override",
                     combine_attrs="override")
     valid = np.stack([ds["time"].values for ds in forecasts])
-    out = out.assign_coords(time=(("forecast_reference_time", "forecast_period"), valid, dict(forecasts[0]["time"].attrs)))
+    out = out.assign_coords(time=(("forecast_reference_time", "forecast_period"), valid,
+                                  dict(forecasts[0]["time"].attrs)))
     out["forecast_reference_time"].attrs = dict(forecasts[0]["forecast_reference_time"].attrs)
     first = iso(out["forecast_reference_time"].values[0])
     for name in ("time", "forecast_reference_time"):
