@@ -2,30 +2,35 @@
 
 The model is rebuilt from the checkpoint's config; the file is read with the checkpoint's data config (variables,
 boxes, upstream stream) and normalised with the checkpoint's statistics, never refitted. The forecast from the
-latest window in the file (or the one ending at --init-time) is written in physical units as CF-1.8 netCDF.
+latest window in the file (or the one ending at --init-time) is written in physical units as CF-1.8 netCDF, with
+dim `time` (the valid time). Over a period (--init-times, or --start-time/--end-time) every forecast goes into one
+file with dims (forecast_reference_time, forecast_period) and the valid time as a 2-D coordinate (model.period).
+--rolling-steps N feeds a multi-variable model's forecast back N times (model.rolling): N * forecast_steps leads.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import re
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 import xarray as xr
 
-from data_io import ConfigError, DataError, NormStats, PreparedData, open_dataset, prepare, time_step
+from data_io import ConfigError, DataError, NormStats, PreparedData, open_dataset, prepare
 from data_io._coords import to_file_convention
 from data_io.read import extra_dims, horizontal_dims
 from model import checkpoint as ckpt_io
+from model._cli import add_dataclass_flags, build
 from model._main import run_cli, setup_logging
 from model.device import describe, select_device
 from model.metrics import denormalize
+from model.period import ForecastConfig, check, file_time_step, init_indices, stack_forecasts
+from model.period import iso as _iso
+from model.rolling import check_rolling, forecast_windows
 
 log = logging.getLogger("convlstm")
 
@@ -34,71 +39,99 @@ CHECKPOINT_KEYS = ("config", "model", "meta", "input_stats", "target_stats")
 # Attributes that describe how the training file was packed, not the variable; copying them would be wrong.
 _PACKING_ATTRS = {"_FillValue", "missing_value", "scale_factor", "add_offset", "valid_range", "valid_min",
                   "valid_max", "coordinates", "grid_mapping", "_Unsigned", "dtype"}
-_ISO = re.compile(r"^\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{2})(?::(\d{2}))?)?)?Z?\s*$")
 
 
 def parser(prog: str = PROG) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by the trainer")
-    p.add_argument("--data", required=True, help="netCDF file with the variables, levels and grid of the training data")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     p.add_argument("--output", required=True, help="netCDF file to write the forecast to")
-    p.add_argument("--init-time", default=None,
-                   help="initialisation time, ISO (e.g. 2020-03-01T12:00), a time step of --data; "
-                        "default: the file's last time step")
-    p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
-                   help="auto = cuda, then mps, then cpu")
+    add_dataclass_flags(p, ForecastConfig)
     return p
+
+
+def forecast_config(args: argparse.Namespace) -> ForecastConfig:
+    known = {f.name for f in fields(ForecastConfig)}
+    cfg = build(ForecastConfig, {k: v for k, v in vars(args).items() if k in known}, "flags")
+    check(cfg)
+    return cfg
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> None:
     def _run() -> int:
         args = parser(prog).parse_args(argv)
         setup_logging()
+        cfg = forecast_config(args)
         out = Path(args.output)
-        if out.resolve() == Path(args.data).resolve():
+        if out.resolve() == Path(cfg.data).resolve():
             raise ConfigError(f"--output {out} is the --data file; write the forecast to another path")
-        forecast = predict(args.checkpoint, args.data, args.init_time, args.device)
-        command = f"{PROG} --checkpoint {args.checkpoint} --data {args.data} --output {args.output}"
-        if args.init_time:
-            command += f" --init-time {args.init_time}"
+        forecast = predict_config(cfg)
+        command = " ".join([PROG, "--output", str(out), *_flags(cfg)])
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         forecast.attrs["history"] = f"{now}: {command}"
         write_netcdf(forecast, out)
         names = ", ".join(str(v) for v in forecast.data_vars if forecast[v].ndim)  # not the grid_mapping
+        valid = forecast["time"].values.ravel()
         log.info("Wrote %s: %s from %s, valid %s .. %s", out, names, forecast.attrs["forecast_reference_time"],
-                 _iso(forecast["time"].values[0]), _iso(forecast["time"].values[-1]))
+                 _iso(valid.min()), _iso(valid.max()))
         return 0
 
     run_cli(_run, prog)
 
 
-def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = None, device: str = "auto") -> xr.Dataset:
-    """The forecast from one window of `data` as an xarray Dataset in physical units (not yet written)."""
+def _flags(cfg: ForecastConfig) -> list[str]:
+    """The command line that gives `cfg` (non-default fields only), for the file's history."""
+    out = []
+    for f in fields(ForecastConfig):
+        value = getattr(cfg, f.name)
+        if value != f.default and value is not None:
+            out += [f"--{f.name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+    return out
+
+
+def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = None, device: str = "auto",
+            **period) -> xr.Dataset:
+    """The forecast from one window of `data` as an xarray Dataset in physical units (not yet written).
+
+    `period` takes ForecastConfig's other fields (init_times, start_time, end_time, rolling_steps, batch_size)."""
+    cfg = ForecastConfig(checkpoint=str(checkpoint), data=str(data), init_time=init_time, device=device, **period)
+    check(cfg)
+    return predict_config(cfg)
+
+
+def predict_config(cfg: ForecastConfig, every: bool = False) -> xr.Dataset:
+    """Every forecast `cfg` asks for, computed `cfg.batch_size` at a time on the device, in physical units.
+    `every`: with no time given, forecast from every window of the file (not only the last)."""
+    checkpoint, data = str(cfg.checkpoint), str(cfg.data)
     ckpt = _load_checkpoint(checkpoint)
     config, meta = ckpt_io.config_from_checkpoint(ckpt), ckpt["meta"]
-    prepared, level_coords = _read(ckpt, config.data, str(data), str(checkpoint))
     c = config.data
+    check_rolling(cfg.rolling_steps, meta["channels"], meta["target_channels"], c.target_offset)
+    prepared, level_coords = _read(ckpt, c, data, checkpoint)
     times = prepared.times
-    end = _init_index(times, init_time, c.window_size, str(data))
-    step = _time_step(times, str(data))
+    # Later rolling steps read the observed upstream box (the model does not forecast it).
+    after = (cfg.rolling_steps - 1) * c.forecast_steps if prepared.upstream is not None else 0
+    ends = init_indices(times, cfg, c.window_size, after, data, every)
+    step = file_time_step(times, data)
 
-    dev = select_device(device)
+    dev = select_device(cfg.device)
     model = ckpt_io.model_from_checkpoint(ckpt).to(dev).eval()
-    window = slice(end - c.window_size + 1, end + 1)
-    x = torch.from_numpy(np.array(prepared.inputs[window][None])).to(dev)  # a copy: the cache's memmaps are read-only
-    up = torch.from_numpy(np.array(prepared.upstream[window][None])).to(dev) if prepared.upstream is not None else None
-    with torch.no_grad():
-        z = model(x, up)[0].float().cpu().numpy()  # (forecast_steps, target channels, lat, lon)
-    log.info("Forecast on %s from %s, %d step(s) ahead", describe(dev), _iso(times[end]), c.forecast_steps)
+    z = forecast_windows(model, prepared, ends, cfg.rolling_steps, cfg.batch_size, dev)  # (N, lead, C, lat, lon)
+    log.info("Forecast on %s from %d initialisation(s), %s .. %s, %d step(s) ahead%s", describe(dev), len(ends),
+             _iso(times[ends[0]]), _iso(times[ends[-1]]), z.shape[1],
+             f" ({cfg.rolling_steps} rolling steps; later ones read the observed upstream box)"
+             if cfg.rolling_steps > 1 and prepared.upstream is not None else "")
 
-    values = _physical(z, prepared.target_stats)
-    leads = [step * (c.target_offset + k) for k in range(c.forecast_steps)]
-    valid = np.array([times[end] + lead for lead in leads])
-    if np.issubdtype(times.dtype, np.datetime64):
-        valid = valid.astype(times.dtype)
-    ds = _forecast_dataset(values, prepared, meta, level_coords, valid, pd.to_timedelta(leads).values, times[end])
+    leads = [step * (c.target_offset + k) for k in range(z.shape[1])]
+    forecasts = []
+    for end, values in zip(ends, z):
+        valid = np.array([times[end] + lead for lead in leads])
+        if np.issubdtype(times.dtype, np.datetime64):
+            valid = valid.astype(times.dtype)
+        forecasts.append(_forecast_dataset(_physical(values, prepared.target_stats), prepared, meta, level_coords,
+                                           valid, pd.to_timedelta(leads).values, times[end]))
+    ds = stack_forecasts(forecasts) if cfg.over_period() or every else forecasts[0]
     ds.attrs["source"] = f"ConvLSTM (convlstm-tune) checkpoint {checkpoint}, epoch {ckpt.get('epoch', '?')}"
+    if cfg.rolling_steps > 1:
+        ds.attrs["rolling_steps"] = cfg.rolling_steps
     return ds
 
 
@@ -229,63 +262,6 @@ def _span(a: np.ndarray) -> str:
         return f"{a.min():.4g}..{a.max():.4g} ({a.shape[0]} x {a.shape[1]} cells)"
     step = f", step {float(np.median(np.diff(a))):g}" if a.size > 1 else ""
     return f"{a[0]:g}..{a[-1]:g} ({a.size} points{step})"
-
-
-# ---- time ----------------------------------------------------------------------------------------------------
-def _init_index(times: np.ndarray, init_time: str | None, window: int, path: str) -> int:
-    """Index of the last input step: the file's last step, or --init-time, with `window` steps up to it."""
-    if init_time is None:
-        if len(times) < window:
-            raise DataError(f"--data {path}: has {len(times)} time step(s) but the model reads {window} "
-                            f"(the checkpoint's window_size); pass a file with at least {window} steps")
-        return len(times) - 1
-    stamp = _parse_time(init_time, times)
-    hits = [i for i, t in enumerate(times) if t == stamp]
-    if not hits:
-        raise DataError(
-            f"--init-time {init_time}: not a time step of {path} (it has {len(times)} steps, {_iso(times[0])} .. "
-            f"{_iso(times[-1])}, every {_hours(_time_step(times, path))}); pick one of them"
-        )
-    end = hits[0]
-    if end + 1 < window:
-        raise DataError(
-            f"--init-time {init_time}: the model reads {window} steps up to the initialisation time but {path} "
-            f"has only {end + 1} up to it; pick {_iso(times[window - 1])} or later"
-        )
-    return end
-
-
-def _parse_time(text: str, times: np.ndarray):
-    match = _ISO.match(text)
-    if match is None:
-        raise ConfigError(f"--init-time {text!r}: not an ISO time; use YYYY-MM-DDTHH:MM (e.g. 2020-03-01T12:00)")
-    y, mo, d, h, mi, s = (int(g) if g else 0 for g in match.groups())
-    if np.issubdtype(times.dtype, np.datetime64):
-        try:
-            return np.datetime64(datetime(y, mo, d, h, mi, s)).astype(times.dtype)
-        except ValueError as exc:
-            raise ConfigError(f"--init-time {text!r}: {exc}; give a valid date") from None
-    import cftime
-
-    calendar = getattr(times[0], "calendar", "standard")
-    try:
-        return cftime.datetime(y, mo, d, h, mi, s, calendar=calendar)
-    except ValueError as exc:
-        raise ConfigError(f"--init-time {text!r}: {exc} in the file's {calendar} calendar; give a valid date") from None
-
-
-def _time_step(times: np.ndarray, path: str):
-    """The file's time step (data_io.time_step), as a timedelta that adds to the file's time values."""
-    step = time_step(times, f"--data {path}")
-    return step if np.issubdtype(times.dtype, np.datetime64) else step.astype("timedelta64[us]").item()
-
-
-def _iso(t) -> str:
-    return pd.Timestamp(t).isoformat() if isinstance(t, (np.datetime64, pd.Timestamp)) else t.isoformat()
-
-
-def _hours(step) -> str:
-    return f"{pd.Timedelta(step) / pd.Timedelta(hours=1):g} h"
 
 
 # ---- the output file -----------------------------------------------------------------------------------------
