@@ -79,7 +79,7 @@ def extract(folder: Path, mirror: Path = MIRROR) -> list[str]:
         raise ConfigError(f"--extract: graphcast {commit[:10]}: expected one ReduceLROnPlateau(verbose=True) in "
                           f"{trainer}, found {n}; the patch needs updating for this commit")
     trainer.write_text(text)
-    changed.append(f"convlstm/trainer.py: verbose=True removed (1)")
+    changed.append("convlstm/trainer.py: verbose=True removed (1)")
     for path in sorted([*folder.glob("convlstm/*.py"), folder / "train_convlstm.py"]):
         text, n = re.subn(r"torch\.load\(([^()]*)\)", r"torch.load(\1, weights_only=False)", path.read_text())
         if n:
@@ -106,9 +106,11 @@ def run_graphcast(folder: Path, data: Path, args: argparse.Namespace, log_path: 
         flags += ["--" + name.replace("_", "-"), str(value)]
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-c", _LAUNCHER, "train_convlstm.py", *flags, "--output-dir", out]
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # its own `convlstm` package only
+        # Its own `convlstm` package first; the rest of PYTHONPATH kept for wherever the libraries come from.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(folder.resolve()),
+                                                                         os.environ.get("PYTHONPATH")]))}
         t0 = time.perf_counter()
-        proc = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+        proc = subprocess.run(command, check=False, cwd=folder, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(proc.stdout + proc.stderr)
@@ -186,11 +188,15 @@ def main(argv: list[str] | None = None) -> None:
         path = reference_file(args.data, args.days, upstream=True)
         data = prepare(DataConfig(data=str(path), include_upstream=True, **BOXES))
     except ConfigError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     (_, c, h, w), up = data.inputs.shape, data.upstream.shape if data.upstream is not None else None
     print(f"{path}: {args.days} days, downstream {h}x{w}, upstream {up[-2:] if up else None}, {c} channels; "
           f"{len(data.starts('train'))} training samples; {device}")
-    rows = [run_graphcast(folder, path, args, Path(args.output).with_suffix(".graphcast.log"))]
+    try:
+        rows = [run_graphcast(folder, path, args, Path(args.output).with_suffix(".graphcast.log"))]
+    except RuntimeError as e:  # its log's tail and the full log's path say why
+        sys.exit(f"error: {e}")
     for model_type in ("stacked", "dual_stream"):
         for compile_ in (False, True) if args.compile else (False,):
             rows.append(run_ours(data, model_type, compile_, args, device))
