@@ -159,7 +159,7 @@ def run_ours(data, model_type: str, compile_: bool, args: argparse.Namespace, de
 def _row(r: dict, base: float) -> str:
     only = r["train_only_samples_per_s"]
     peak = r["peak_memory_mb"]
-    return (f"{r['variant']:42s} {r['samples_per_s']:9.2f} {only if only is None else round(only, 2)!s:>10} "
+    return (f"{r['variant']:42s} {r['samples_per_s']:9.2f} {'-' if only is None else f'{only:.2f}':>10} "
             f"{r['time_per_epoch_s']:9.2f} {r['first_epoch_s']:9.2f} {r['samples_per_s'] / base:8.2f}x "
             f"{'-' if peak is None else f'{peak:.0f}':>8}")
 
