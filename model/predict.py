@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from data_io import ConfigError, DataError, NormStats, PreparedData, denormalize, open_dataset, prepare, time_step
+from data_io import (ConfigError, DataError, NormStats, PreparedData, data_label, denormalize, open_dataset, prepare,
+                     sources, spacings, time_step)
 from data_io._coords import to_file_convention
 from model import checkpoint as ckpt_io
 from model._main import run_cli, setup_logging
@@ -39,7 +40,9 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="best.pt or last.pt written by the trainer")
-    p.add_argument("--data", required=True, help="netCDF file with the variables, levels and grid of the training data")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="netCDF file(s), a quoted glob, a folder or a Zarr store (as for training) with the "
+                        "variables, levels and grid of the training data")
     p.add_argument("--output", required=True, help="netCDF file to write the forecast to")
     p.add_argument("--init-time", default=None,
                    help="initialisation time, ISO (e.g. 2020-03-01T12:00), a time step of --data; "
@@ -54,10 +57,11 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
         args = parser(prog).parse_args(argv)
         setup_logging()
         out = Path(args.output)
-        if out.resolve() == Path(args.data).resolve():
-            raise ConfigError(f"--output {out} is the --data file; write the forecast to another path")
-        forecast = predict(args.checkpoint, args.data, args.init_time, args.device)
-        command = f"{PROG} --checkpoint {args.checkpoint} --data {args.data} --output {args.output}"
+        data = args.data[0] if len(args.data) == 1 else args.data
+        if out.resolve() in sources(data):
+            raise ConfigError(f"--output {out} is one of the --data files; write the forecast to another path")
+        forecast = predict(args.checkpoint, data, args.init_time, args.device)
+        command = f"{PROG} --checkpoint {args.checkpoint} --data {data_label(data)} --output {args.output}"
         if args.init_time:
             command += f" --init-time {args.init_time}"
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -71,15 +75,18 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
     run_cli(_run, prog)
 
 
-def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = None, device: str = "auto") -> xr.Dataset:
-    """The forecast from one window of `data` as an xarray Dataset in physical units (not yet written)."""
+def predict(checkpoint: str | Path, data: str | Path | list[str], init_time: str | None = None,
+            device: str = "auto") -> xr.Dataset:
+    """The forecast from one window of `data` (any form --data takes) as an xarray Dataset in physical units."""
     ckpt = _load_checkpoint(checkpoint)
     config, meta = ckpt_io.config_from_checkpoint(ckpt), ckpt["meta"]
-    prepared, level_coords = _read(ckpt, config.data, str(data), str(checkpoint))
+    label = data_label(data)
+    prepared, level_coords = _read(ckpt, config.data, data, label, str(checkpoint))
     c = config.data
     times = prepared.times
-    end = _init_index(times, init_time, c.window_size, str(data))
-    step = _time_step(times, str(data))
+    end = _init_index(times, init_time, c.window_size, label)
+    step = _time_step(times, label)
+    _check_regular(times, end, c.window_size, step, label)
 
     dev = select_device(device)
     model = ckpt_io.model_from_checkpoint(ckpt).to(dev).eval()
@@ -136,14 +143,15 @@ def _variables(channels: list[str], levels: dict) -> list[str]:
     return names
 
 
-def _read(ckpt: dict, data_cfg, path: str, ckpt_path: str) -> tuple[PreparedData, dict]:
-    """The whole file, cropped like the training data and normalised with the checkpoint's statistics."""
+def _read(ckpt: dict, data_cfg, data, path: str, ckpt_path: str) -> tuple[PreparedData, dict]:
+    """The whole of `data` (labelled `path` in messages), cropped like the training data and normalised with the
+    checkpoint's statistics."""
     meta = ckpt["meta"]
     inputs = _variables(meta["channels"], meta["levels"])
     targets = _variables(meta["target_channels"], meta["levels"])
-    with open_dataset(path) as ds:
+    with open_dataset(data) as ds:
         level_coords = _check_variables(ds, meta, inputs + [t for t in targets if t not in inputs], path, ckpt_path)
-    cfg = replace(data_cfg, data=path, variables=inputs, target=targets)
+    cfg = replace(data_cfg, data=data, variables=inputs, target=targets)
     in_stats, tgt_stats = ckpt_io.stats_from_checkpoint(ckpt)
     prepared = prepare(cfg, stats=(in_stats, tgt_stats))
     _check_grid(prepared, meta, path, ckpt_path)
@@ -223,6 +231,16 @@ def _span(a: np.ndarray) -> str:
 
 
 # ---- time ----------------------------------------------------------------------------------------------------
+def _check_regular(times: np.ndarray, end: int, window: int, step: np.timedelta64, path: str) -> None:
+    """The input window must be `window` steps exactly one time step apart, as every training window was."""
+    gaps = np.flatnonzero(spacings(times[end - window + 1 : end + 1]) != step)
+    if gaps.size:
+        i = end - window + 1 + int(gaps[0])
+        raise DataError(f"--data {path}: the {window} input steps up to {_iso(times[end])} span a gap "
+                        f"({_iso(times[i])} -> {_iso(times[i + 1])}, the time step is {_hours(step)}); "
+                        "pick another --init-time or fill the gap")
+
+
 def _init_index(times: np.ndarray, init_time: str | None, window: int, path: str) -> int:
     """Index of the last input step: the file's last step, or --init-time, with `window` steps up to it."""
     if init_time is None:
