@@ -57,7 +57,7 @@ def split_bounds(times: np.ndarray, cfg: DataConfig, path: str) -> dict[str, tup
             )
         if not window_starts(bounds[name], cfg, times).size:
             raise DataError(
-                f"{path}: the {name} split ({times[start]} .. {times[stop - 1]}) holds no {need} consecutive steps "
+                f"{path}: the {name} split ({_stamp(times[start])} .. {_stamp(times[stop - 1])}) holds no {need} consecutive steps "
                 f"one time step ({_text(time_step(times))}) apart; fill its gaps or move the split with "
                 "--train-ratio/--val-ratio/--test-start-date"
             )
@@ -83,7 +83,7 @@ def log_dropped_windows(times: np.ndarray, cfg: DataConfig, bounds: dict[str, tu
     if total:
         diffs, step = spacings(times), time_step(times)
         worst = np.argsort(-np.abs(diffs - step).astype("int64"), kind="stable")
-        gaps = ", ".join(f"{times[i]} -> {times[i + 1]} ({_text(diffs[i])})" for i in worst[:3] if diffs[i] != step)
+        gaps = ", ".join(f"{_stamp(times[i])} -> {_stamp(times[i + 1])} ({_text(diffs[i])})" for i in worst[:3] if diffs[i] != step)
         log.warning(
             "%s: dropped %d window(s) that span a gap or an irregular step (time step %s; %s); largest gaps: %s",
             path, total, _text(step), ", ".join(f"{k} {v}" for k, v in dropped.items()), gaps,
@@ -96,6 +96,10 @@ def spacing_summary(times: np.ndarray) -> str:
     values, counts = np.unique(spacings(times), return_counts=True)
     order = np.argsort(-counts, kind="stable")
     return ", ".join(f"{_text(values[i])} x {counts[i]}" for i in order[:6]) + (" ..." if len(values) > 6 else "")
+
+
+def _stamp(t) -> str:
+    return str(np.datetime64(t, "s")) if isinstance(t, np.datetime64) else str(t)
 
 
 def _text(delta: np.timedelta64) -> str:
