@@ -218,7 +218,7 @@ def read_block(ds: xr.Dataset, sel: Selection, stream: str, t0: int, t1: int) ->
     out = np.empty(s.shape(t1 - t0), dtype=np.float32)
     c = 0
     for name in s.variables:
-        var = ds[name].isel(time=slice(t0, t1), lat=s.lat_idx, lon=s.lon_idx)
+        var = ds[name].isel(time=slice(t0, t1), lat=_as_slice(s.lat_idx), lon=_as_slice(s.lon_idx))
         dims = extra_dims(var)
         values = np.asarray(var.transpose("time", *dims, "lat", "lon").values, dtype=np.float32)
         if np.isinf(values).any():
@@ -227,6 +227,14 @@ def read_block(ds: xr.Dataset, sel: Selection, stream: str, t0: int, t1: int) ->
         out[:, c : c + n] = values.reshape(t1 - t0, n, *out.shape[2:])
         c += n
     return out
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A run of consecutive indices as a slice: dask (many files, Zarr) then reads only the box from each chunk
+    instead of whole planes, and netCDF4 reads one hyperslab."""
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        return slice(int(idx[0]), int(idx[0]) + idx.size)
+    return idx
 
 
 def _channels(ds: xr.Dataset, names: list[str], path: str) -> tuple[list[str], dict[str, list]]:
