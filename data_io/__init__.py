@@ -1,4 +1,5 @@
-"""Reading netCDF files (one, many, or a Zarr store) into training windows: open -> select -> read in time chunks -> memory or cache -> normalise.
+"""Reading netCDF files (one, many, or a Zarr store) into training windows: open -> select -> read in time chunks
+-> memory or cache -> normalise.
 
 Modules, lowest first: read (open, select, read blocks, channel names, time step), prepared (PreparedData),
 cache (the on-disk entries), pipeline (prepare, ensure_local).

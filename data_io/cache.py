@@ -6,8 +6,9 @@ it in time chunks into an entry of this cache instead of into memory,
     CACHE_ROOT/<file stem>-<key>/{inputs,targets[,upstream]}.npy, meta.json, source.json
 
 where CACHE_ROOT is --cache-dir, else $CONVLSTM_TUNE_CACHE, else a .convlstm-cache folder next to the data file
-(when that folder is writable), else ~/.cache/convlstm-tune; the key hashes the identity (path, size,
-mtime) of every file --data names (each file inside a Zarr store too) and the data config fields that change the arrays. Every later prepare() with the same file and config —
+(when that folder is writable), else ~/.cache/convlstm-tune; the key hashes the identity (path, size, mtime) of
+every file --data names (each file inside a Zarr store too) and the data config fields that change the arrays.
+Every later prepare() with the same files and config —
 each trial, the retrain, a rerun — opens the .npy files with mmap_mode='r' without touching the netCDF file, and
 processes on one node share them through the page cache. A PreparedData holding them pickles as the folder's
 path (see PreparedData.__getstate__), so Ray's object store never gets a copy.
@@ -161,7 +162,8 @@ class EntryWriter:
         shapes = {k: list(f.shape) for k, f in self.files.items()}
         doc = {"identity": identity, "arrays": shapes, **_encode(meta)}
         (self.tmp / META).write_text(json.dumps(doc, default=str) + "\n")
-        source = {"files": identity["files"], "config": dataclasses.asdict(cfg), "shapes": shapes, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        source = {"files": identity["files"], "config": dataclasses.asdict(cfg), "shapes": shapes,
+                  "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         (self.tmp / "source.json").write_text(json.dumps(source, indent=1, default=str) + "\n")
         try:
             os.rename(self.tmp, self.entry)

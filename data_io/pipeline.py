@@ -18,7 +18,7 @@ import xarray as xr
 
 from data_io import cache
 from data_io._errors import ConfigError, DataError
-from data_io._files import data_label
+from data_io._files import data_label, sources
 from data_io._stream import MemoryRows, RowFile, time_chunks
 from data_io.config import DataConfig, validate
 from data_io.normalize import ChannelMoments, NormStats, normalize_inplace
@@ -45,7 +45,7 @@ def prepare(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None = None) -
     cached = cache.open_cached(cfg, stats)  # files cached before are not opened again
     if cached is not None:
         return cached
-    with small_chunk_cache(), open_dataset(cfg.data) as ds:
+    with small_chunk_cache(len(sources(cfg.data))), open_dataset(cfg.data) as ds:
         sel = select(ds, cfg, path)
         n = len(sel.times)
         shapes = {name: s.shape(n) for name, s in sel.streams.items()}

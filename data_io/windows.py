@@ -57,9 +57,9 @@ def split_bounds(times: np.ndarray, cfg: DataConfig, path: str) -> dict[str, tup
             )
         if not window_starts(bounds[name], cfg, times).size:
             raise DataError(
-                f"{path}: the {name} split ({_stamp(times[start])} .. {_stamp(times[stop - 1])}) holds no {need} consecutive steps "
-                f"one time step ({_text(time_step(times))}) apart; fill its gaps or move the split with "
-                "--train-ratio/--val-ratio/--test-start-date"
+                f"{path}: the {name} split ({_stamp(times[start])} .. {_stamp(times[stop - 1])}) holds no {need} "
+                f"consecutive steps one time step ({_text(time_step(times))}) apart; fill its gaps or move the split "
+                "with --train-ratio/--val-ratio/--test-start-date"
             )
     return bounds
 
@@ -83,7 +83,8 @@ def log_dropped_windows(times: np.ndarray, cfg: DataConfig, bounds: dict[str, tu
     if total:
         diffs, step = spacings(times), time_step(times)
         worst = np.argsort(-np.abs(diffs - step).astype("int64"), kind="stable")
-        gaps = ", ".join(f"{_stamp(times[i])} -> {_stamp(times[i + 1])} ({_text(diffs[i])})" for i in worst[:3] if diffs[i] != step)
+        gaps = ", ".join(f"{_stamp(times[i])} -> {_stamp(times[i + 1])} ({_text(diffs[i])})"
+                         for i in worst[:3] if diffs[i] != step)
         log.warning(
             "%s: dropped %d window(s) that span a gap or an irregular step (time step %s; %s); largest gaps: %s",
             path, total, _text(step), ", ".join(f"{k} {v}" for k, v in dropped.items()), gaps,
