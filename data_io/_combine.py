@@ -23,6 +23,8 @@ def combine(datasets: list[xr.Dataset], paths: list[Path]) -> xr.Dataset:
     """One lazy dataset from standardized, dask-chunked datasets (one per path); closes them all when closed."""
     parts = [(_drop_text(ds), str(p)) for ds, p in zip(datasets, paths)]
     _check_grids(parts)
+    grid = {dim: parts[0][0][dim] for dim in ("lat", "lon")}  # equal within 1e-6: one set of values for the joins
+    parts = [(ds.assign_coords(grid), name) for ds, name in parts]
     for ds, name in parts:
         times = ds["time"].values
         if len(np.unique(times)) != len(times):
