@@ -35,13 +35,13 @@ def bytes_per_step(resolution: float, lat_range=(10.0, 60.0), lon_range=(70.0, 1
 def write_reference_stream(
     path: str | Path, steps: int, resolution: float = 0.25, chunk_steps: int = 8, seed: int = 0,
     lat_range: tuple[float, float] = (10.0, 60.0), lon_range: tuple[float, float] = (70.0, 140.0),
-    levels: list[float] | None = None,
+    levels: list[float] | None = None, first_step: int = 0,
 ) -> Path:
     """The reference schema (precipitation + DPT/GPH/TEM/U/V on 11 levels), written chunk_steps at a time.
 
     Fields are a west-to-east travelling wave on a standard-atmosphere base plus noise drawn from a small bank,
     so that writing is bound by the disk, not the random number generator. Uncompressed: size = steps x
-    bytes_per_step(resolution) plus a few kB.
+    bytes_per_step(resolution) plus a few kB. ``first_step``: the file continues a series (many_files.py).
     """
     import netCDF4
 
@@ -74,7 +74,7 @@ def write_reference_stream(
             fields[name].units = UNITS[name]
         for t0 in range(0, steps, chunk_steps):
             t1 = min(steps, t0 + chunk_steps)
-            t = np.arange(t0, t1)
+            t = np.arange(t0, t1) + first_step
             nc["time"][t0:t1] = 12.0 * t
             wave = np.cos(6 * lo[None] - 0.4 * t[:, None, None]) * np.sin(3 * la[None])  # (t, lat, lon)
             pick = rng.integers(0, len(bank), size=(t1 - t0, 1 + len(VARIABLES) * len(levels)))

@@ -6,8 +6,9 @@ it in time chunks into an entry of this cache instead of into memory,
     CACHE_ROOT/<file stem>-<key>/{inputs,targets[,upstream]}.npy, meta.json, source.json
 
 where CACHE_ROOT is --cache-dir, else $CONVLSTM_TUNE_CACHE, else a .convlstm-cache folder next to the data file
-(when that folder is writable), else ~/.cache/convlstm-tune; the key hashes the file's identity (path, size,
-mtime) and the data config fields that change the arrays. Every later prepare() with the same file and config —
+(when that folder is writable), else ~/.cache/convlstm-tune; the key hashes the identity (path, size, mtime) of
+every file --data names (each file inside a Zarr store too) and the data config fields that change the arrays.
+Every later prepare() with the same files and config —
 each trial, the retrain, a rerun — opens the .npy files with mmap_mode='r' without touching the netCDF file, and
 processes on one node share them through the page cache. A PreparedData holding them pickles as the folder's
 path (see PreparedData.__getstate__), so Ray's object store never gets a copy.
@@ -36,6 +37,8 @@ import numpy as np
 import xarray as xr
 
 from data_io._errors import DataError
+from data_io._files import identity as file_identity
+from data_io._files import sources
 from data_io._stream import RowFile
 from data_io.config import DataConfig
 from data_io.normalize import NormStats
@@ -43,7 +46,7 @@ from data_io.prepared import PreparedData
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # 2: meta.json instead of meta.pkl
+CACHE_VERSION = 3  # 2: meta.json instead of meta.pkl; 3: every file of --data in the key
 META = "meta.json"
 # Fields that do not change the arrays: windows are cut at training time, and the cache's own settings.
 _NOT_IN_KEY = {"data", "window_size", "target_offset", "forecast_steps", "cache_threshold_mb", "cache_dir"}
@@ -54,20 +57,16 @@ def cache_root(cfg: DataConfig) -> Path:
         return Path(cfg.cache_dir).expanduser()
     if os.environ.get("CONVLSTM_TUNE_CACHE"):
         return Path(os.environ["CONVLSTM_TUNE_CACHE"]).expanduser()
-    folder = Path(str(cfg.data)).resolve().parent
+    folder = sources(cfg.data)[0].parent
     if os.access(folder, os.W_OK):
         return folder / ".convlstm-cache"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convlstm-tune"
 
 
 def _identity(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None) -> dict:
-    path = Path(str(cfg.data))
-    st = path.stat()
     return {
         "version": CACHE_VERSION,
-        "file": str(path.resolve()),
-        "size": st.st_size,
-        "mtime_ns": st.st_mtime_ns,
+        "files": file_identity(sources(cfg.data)),
         "config": {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in _NOT_IN_KEY},
         "stats": [s.to_dict() for s in stats] if stats is not None else None,
     }
@@ -79,17 +78,20 @@ def _key(identity: dict) -> str:
 
 def entry_dir(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None) -> Path:
     """The entry for this file and config; its name changes when the file or an array-shaping field does."""
-    return cache_root(cfg) / f"{Path(str(cfg.data)).stem}-{_key(_identity(cfg, stats))}"
+    paths = sources(cfg.data)
+    stem = paths[0].stem + (f"-and-{len(paths) - 1}" if len(paths) > 1 else "")
+    return cache_root(cfg) / f"{stem}-{_key(_identity(cfg, stats))}"
 
 
 def open_cached(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None = None) -> PreparedData | None:
-    """The cached PreparedData for this file and config; None when there is none (or no file).
+    """The cached PreparedData for these files and config; None when there is none (or no files).
 
     A damaged or tampered entry is removed with a log line saying why, and None is returned: the caller builds it.
     """
-    if cfg.data is None or not os.path.isfile(str(cfg.data)):
+    try:
+        entry = entry_dir(cfg, stats)
+    except (DataError, OSError):  # no such files: prepare() opens them and says so in one line
         return None
-    entry = entry_dir(cfg, stats)
     if not entry.exists():
         return None
     data, reason = open_entry(entry, cfg, stats)
@@ -160,8 +162,8 @@ class EntryWriter:
         shapes = {k: list(f.shape) for k, f in self.files.items()}
         doc = {"identity": identity, "arrays": shapes, **_encode(meta)}
         (self.tmp / META).write_text(json.dumps(doc, default=str) + "\n")
-        source = {"file": identity["file"], "size": identity["size"], "mtime_ns": identity["mtime_ns"],
-                  "config": dataclasses.asdict(cfg), "shapes": shapes, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
+        source = {"files": identity["files"], "config": dataclasses.asdict(cfg), "shapes": shapes,
+                  "created": time.strftime("%Y-%m-%d %H:%M:%S")}
         (self.tmp / "source.json").write_text(json.dumps(source, indent=1, default=str) + "\n")
         try:
             os.rename(self.tmp, self.entry)

@@ -11,7 +11,12 @@ DEFAULT_LOG_VARIABLES = ["precipitation", "tp", "pr"]
 
 @dataclass
 class DataConfig:
-    data: str | None = field(default=None, metadata={"help": "netCDF file to train on"})
+    data: str | list[str] | None = field(
+        default=None,
+        metadata={"help": "what to train on: a netCDF file, several files, a quoted glob ('era5/*.nc'), a folder of "
+                          "netCDF files or a Zarr store; files split in time are joined, files split by variable "
+                          "merged"},
+    )
     variables: list[str] | None = field(
         default=None, metadata={"help": "input variables (default: every 3-D/4-D variable)"}
     )
@@ -61,6 +66,14 @@ class DataConfig:
         metadata={"help": "folder of that cache (default: $CONVLSTM_TUNE_CACHE, else .convlstm-cache next to the "
                           "data file, else ~/.cache/convlstm-tune)"},
     )
+
+
+    def __post_init__(self) -> None:
+        # One item is the plain string it always was (checkpoints, messages, the cache folder's name).
+        if isinstance(self.data, (list, tuple)):
+            self.data = str(self.data[0]) if len(self.data) == 1 else [str(d) for d in self.data]
+        elif self.data is not None:
+            self.data = str(self.data)
 
 
 def validate(cfg: DataConfig) -> None:

@@ -18,12 +18,13 @@ import xarray as xr
 
 from data_io import cache
 from data_io._errors import ConfigError, DataError
+from data_io._files import data_label, sources
 from data_io._stream import MemoryRows, RowFile, time_chunks
 from data_io.config import DataConfig, validate
 from data_io.normalize import ChannelMoments, NormStats, normalize_inplace
 from data_io.prepared import PreparedData
 from data_io.read import STREAMS, Selection, open_dataset, read_block, select, small_chunk_cache, variable_of
-from data_io.windows import split_bounds
+from data_io.windows import log_dropped_windows, split_bounds
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,11 @@ def prepare(cfg: DataConfig, stats: tuple[NormStats, NormStats] | None = None) -
     validate(cfg)
     if cfg.data is None:
         raise ConfigError("--data is missing; pass a netCDF file (python -m data_io.demo writes one)")
-    path = str(cfg.data)
-    cached = cache.open_cached(cfg, stats)  # a file cached before is not opened again
+    path = data_label(cfg.data)
+    cached = cache.open_cached(cfg, stats)  # files cached before are not opened again
     if cached is not None:
         return cached
-    with small_chunk_cache(), open_dataset(path) as ds:
+    with small_chunk_cache(len(sources(cfg.data))), open_dataset(cfg.data) as ds:
         sel = select(ds, cfg, path)
         n = len(sel.times)
         shapes = {name: s.shape(n) for name, s in sel.streams.items()}
@@ -104,9 +105,11 @@ def _fill(
     if stats is not None:
         in_stats, tgt_stats = (_given(s, c, path) for s, c in zip(stats, (in_channels, tgt_channels)))
         train_stop = val_stop = 0
+        log_dropped_windows(sel.times, cfg, {"test": (0, n)}, path)
     else:
         splits = split_bounds(sel.times, cfg, path)
         train_stop, val_stop = splits["train"][1], splits["val"][1]
+        log_dropped_windows(sel.times, cfg, splits, path)
     logged = set(cfg.log_variables)
     moments = {k: ChannelMoments([variable_of(c) in logged for c in sel.streams[k].channels])
                for k in ("inputs", "targets")}

@@ -141,7 +141,7 @@ class PreparedData:
             self.not_local = self.map_arrays()  # only maps: a missing entry is for data_io.ensure_local to rebuild
 
     def starts(self, split: str) -> np.ndarray:
-        return window_starts(self.splits[split], self.config)
+        return window_starts(self.splits[split], self.config, self.times)
 
     @property
     def grid_shape(self) -> tuple[int, int]:

@@ -46,10 +46,11 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, exclude: set
 
 
 def _unwrap(hint: Any) -> tuple[Any, bool]:
-    """`X | None` -> (X, True)."""
+    """`X | None` -> (X, True); `str | list[str]` -> (list[str], ...): one value or several."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], True
+        lists = [a for a in args if typing.get_origin(a) is list]
+        return (lists or args)[0], type(None) in typing.get_args(hint)
     return hint, False
 
 

@@ -26,8 +26,9 @@ _ISO = re.compile(r"^\s*(-?\d{1,4})-(\d{1,2})-(\d{1,2})(?:[T ](\d{1,2})(?::(\d{2
 @dataclass
 class ForecastConfig:
     checkpoint: str | None = field(default=None, metadata={"help": "best.pt or last.pt written by the trainer"})
-    data: str | None = field(
-        default=None, metadata={"help": "netCDF file with the variables, levels and grid of the training data"})
+    data: str | list[str] | None = field(
+        default=None, metadata={"help": "netCDF file(s), a quoted glob, a folder or a Zarr store (as for training) "
+                                        "with the variables, levels and grid of the training data"})
     init_time: str | None = field(
         default=None, metadata={"help": "one initialisation time, ISO (e.g. 2020-03-01T12:00), a time step of "
                                         "--data (default: the file's last time step)"})

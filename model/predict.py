@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from data_io import ConfigError, DataError, NormStats, PreparedData, open_dataset, prepare
+from data_io import (ConfigError, DataError, NormStats, PreparedData, data_label, open_dataset, prepare, sources,
+                     spacings)
 from data_io._coords import to_file_convention
 from data_io.read import extra_dims, horizontal_dims
 from model import checkpoint as ckpt_io
@@ -29,6 +30,7 @@ from model._main import run_cli, setup_logging
 from model.device import describe, select_device
 from model.metrics import denormalize
 from model.period import ForecastConfig, check, file_time_step, init_indices, stack_forecasts
+from model.period import hours as _hours
 from model.period import iso as _iso
 from model.rolling import check_rolling, forecast_windows
 
@@ -61,8 +63,8 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
         setup_logging()
         cfg = forecast_config(args)
         out = Path(args.output)
-        if out.resolve() == Path(cfg.data).resolve():
-            raise ConfigError(f"--output {out} is the --data file; write the forecast to another path")
+        if out.resolve() in sources(cfg.data):
+            raise ConfigError(f"--output {out} is one of the --data files; write the forecast to another path")
         forecast = predict_config(cfg)
         command = " ".join([PROG, "--output", str(out), *_flags(cfg)])
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -75,6 +77,27 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
         return 0
 
     run_cli(_run, prog)
+
+
+def _regular(times: np.ndarray, ends: np.ndarray, window: int, step, path: str, explicit: bool) -> np.ndarray:
+    """The initialisations whose `window` input steps are exactly one time step apart, as every training window
+    was. One asked for by name that spans a gap is refused; over a period such windows are left out (logged)."""
+    keep = []
+    for end in ends:
+        gaps = np.flatnonzero(spacings(times[end - window + 1 : end + 1]) != step)
+        if not gaps.size:
+            keep.append(end)
+        elif explicit:
+            i = end - window + 1 + int(gaps[0])
+            raise DataError(f"--data {path}: the {window} input steps up to {_iso(times[end])} span a gap "
+                            f"({_iso(times[i])} -> {_iso(times[i + 1])}, the time step is {_hours(step)}); pick another "
+                            "initialisation time or fill the gap")
+    if not keep:
+        raise DataError(f"--data {path}: every initialisation in that period has a gap in its {window} input steps; "
+                        "widen the period")
+    if len(keep) < len(ends):
+        log.info("Left out %d initialisation(s) whose input steps span a gap in %s", len(ends) - len(keep), path)
+    return np.array(keep)
 
 
 def _flags(cfg: ForecastConfig) -> list[str]:
@@ -92,7 +115,8 @@ def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = No
     """The forecast from one window of `data` as an xarray Dataset in physical units (not yet written).
 
     `period` takes ForecastConfig's other fields (init_times, start_time, end_time, rolling_steps, batch_size)."""
-    cfg = ForecastConfig(checkpoint=str(checkpoint), data=str(data), init_time=init_time, device=device, **period)
+    data = data if isinstance(data, (str, list)) else str(data)
+    cfg = ForecastConfig(checkpoint=str(checkpoint), data=data, init_time=init_time, device=device, **period)
     check(cfg)
     return predict_config(cfg)
 
@@ -100,17 +124,21 @@ def predict(checkpoint: str | Path, data: str | Path, init_time: str | None = No
 def predict_config(cfg: ForecastConfig, every: bool = False) -> xr.Dataset:
     """Every forecast `cfg` asks for, computed `cfg.batch_size` at a time on the device, in physical units.
     `every`: with no time given, forecast from every window of the file (not only the last)."""
-    checkpoint, data = str(cfg.checkpoint), str(cfg.data)
+    checkpoint, data = str(cfg.checkpoint), cfg.data
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    label = data_label(data)
     ckpt = _load_checkpoint(checkpoint)
     config, meta = ckpt_io.config_from_checkpoint(ckpt), ckpt["meta"]
     c = config.data
     check_rolling(cfg.rolling_steps, meta["channels"], meta["target_channels"], c.target_offset)
-    prepared, level_coords = _read(ckpt, c, data, checkpoint)
+    prepared, level_coords = _read(ckpt, c, data, label, checkpoint)
     times = prepared.times
     # Later rolling steps read the observed upstream box (the model does not forecast it).
     after = (cfg.rolling_steps - 1) * c.forecast_steps if prepared.upstream is not None else 0
-    ends = init_indices(times, cfg, c.window_size, after, data, every)
-    step = file_time_step(times, data)
+    ends = init_indices(times, cfg, c.window_size, after, label, every)
+    step = file_time_step(times, label)
+    ends = _regular(times, ends, c.window_size, step, label, explicit=not (every or cfg.start_time or cfg.end_time))
 
     dev = select_device(cfg.device)
     model = ckpt_io.model_from_checkpoint(ckpt).to(dev).eval()
@@ -171,14 +199,15 @@ def _variables(channels: list[str], levels: dict) -> list[str]:
     return names
 
 
-def _read(ckpt: dict, data_cfg, path: str, ckpt_path: str) -> tuple[PreparedData, dict]:
-    """The whole file, cropped like the training data and normalised with the checkpoint's statistics."""
+def _read(ckpt: dict, data_cfg, data, path: str, ckpt_path: str) -> tuple[PreparedData, dict]:
+    """The whole of `data` (labelled `path` in messages), cropped like the training data and normalised with the
+    checkpoint's statistics."""
     meta = ckpt["meta"]
     inputs = _variables(meta["channels"], meta["levels"])
     targets = _variables(meta["target_channels"], meta["levels"])
-    with open_dataset(path) as ds:
+    with open_dataset(data) as ds:
         level_coords = _check_variables(ds, meta, inputs + [t for t in targets if t not in inputs], path, ckpt_path)
-    cfg = replace(data_cfg, data=path, variables=inputs, target=targets)
+    cfg = replace(data_cfg, data=data, variables=inputs, target=targets)
     in_stats, tgt_stats = ckpt_io.stats_from_checkpoint(ckpt)
     prepared = prepare(cfg, stats=(in_stats, tgt_stats))
     _check_grid(prepared, meta, path, ckpt_path)

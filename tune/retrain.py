@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from data_io import ConfigError, prepare
+from data_io import ConfigError, DataError, data_label, prepare, sources
 from model._cli import load_config_file
 from model._main import run_cli, setup_logging
 from model.config import TrainConfig, add_config_flags, config_from_args
@@ -58,9 +58,11 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     base, source = chosen_config(experiment, ns.trial)
     base["train"]["output_dir"] = str(experiment / ex.BEST_DIR)
     config = config_from_args(ns, base=base)
-    data_file = config.data.data
-    if data_file is None or not Path(data_file).is_file():
-        raise ConfigError(f"the search's data file {data_file} is not there (a copied experiment?); pass --data FILE")
+    try:
+        sources(config.data.data)
+    except DataError as exc:
+        raise ConfigError(f"the search's data {data_label(config.data.data)} is not there (a copied experiment?) "
+                          f"({exc}); pass --data FILE") from None
 
     out = Path(config.train.output_dir)
     setup_logging(out / "retrain.log")

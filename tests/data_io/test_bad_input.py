@@ -158,11 +158,12 @@ def test_bad_data_flag_is_one_line_naming_the_flag_and_exit_2(run_main, write_nc
         assert phrase in line, (phrase, line)
 
 
-def test_data_folder_instead_of_a_file_is_one_line(run_main, tmp_path):
+def test_data_folder_without_netcdf_files_is_one_line(run_main, tmp_path):
+    (tmp_path / "notes.txt").write_text("not data")
     code, _, err = run_main(["--data", tmp_path, "--output-dir", tmp_path / "run", *FAST])
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
-    assert f"--data {tmp_path}: not a readable netCDF file" in line
+    assert f"--data {tmp_path}: a folder without netCDF (*.nc) files and not a Zarr store" in line
 
 
 # ---- odd but valid files load ---------------------------------------------------------------------------------

@@ -172,7 +172,7 @@ def _tamper(entry, how, marker):
         (entry / "meta.json").write_text('{"identity": ')
     elif how == "json of another entry":
         meta = json.loads((entry / "meta.json").read_text())
-        meta["identity"]["size"] += 1
+        meta["identity"]["files"][0][1] += 1  # the size of the (only) file
         (entry / "meta.json").write_text(json.dumps(meta))
     elif how == "wrong shape":
         _save_as(entry / "inputs.npy", np.zeros((3, 1, 2, 2), dtype=np.float32))

@@ -38,12 +38,18 @@ def files(tmp_path_factory) -> dict[str, Path]:
     ds.drop_vars("TEM").to_netcdf(root / "no_tem.nc")
     ds.sel(level=[850.0, 500.0]).to_netcdf(root / "two_levels.nc")
     ds.isel(time=slice(0, 6)).to_netcdf(root / "one_window.nc")
+    (root / "parts").mkdir()
+    ds.isel(time=slice(0, 60)).to_netcdf(root / "parts" / "a.nc")
+    ds.isel(time=slice(60, None)).to_netcdf(root / "parts" / "b.nc")
+    ds.isel(time=[i for i in range(ds.sizes["time"]) if i != ds.sizes["time"] - 3]).to_netcdf(root / "gap.nc")
     return {
         "demo": demo,
         "coarse": write_demo(root / "res2.nc", days=60, resolution=2.0),
         "no_tem": root / "no_tem.nc",
         "two_levels": root / "two_levels.nc",
         "one_window": root / "one_window.nc",
+        "parts": root / "parts",
+        "gap": root / "gap.nc",
         "ckpt": _train(demo, root / "plain"),
         "upstream": _train(demo, root / "upstream", include_upstream=True),
         "levels": _train(demo, root / "levels", target=["TEM", "precipitation"], forecast_steps=2, target_offset=2),
@@ -93,6 +99,28 @@ def test_a_file_one_window_long_is_enough_because_statistics_come_from_the_check
     assert code == 0, err
     with xr.open_dataset(out) as short, xr.open_dataset(files["demo"]) as src:
         assert short["forecast_reference_time"].values == src["time"].values[5]
+
+
+def test_a_glob_a_list_and_a_folder_forecast_as_the_one_file_does(files, capsys):
+    outs = {}
+    parts = files["parts"]
+    for name, data in (("one", [files["demo"]]), ("glob", [parts / "*.nc"]), ("list", [parts / "a.nc", parts / "b.nc"]),
+                       ("folder", [parts])):
+        outs[name] = files["out"] / f"form_{name}.nc"
+        code, err = _predict(capsys, "--checkpoint", files["ckpt"], "--data", *data, "--output", outs[name])
+        assert code == 0, err
+    with xr.open_dataset(outs["one"]) as one:
+        for name in ("glob", "list", "folder"):
+            with xr.open_dataset(outs[name]) as other:
+                np.testing.assert_array_equal(other["precipitation"].values, one["precipitation"].values)
+
+
+def test_an_input_window_across_a_gap_is_refused_in_one_line(files, capsys):
+    code, err = _predict(capsys, "--checkpoint", files["ckpt"], "--data", files["gap"], "--output",
+                         files["out"] / "gap_fc.nc")
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert "input steps up to" in line and "span a gap" in line and "the time step is 12 h" in line
 
 
 @pytest.mark.parametrize(
