@@ -90,8 +90,8 @@ def _regular(times: np.ndarray, ends: np.ndarray, window: int, step, path: str, 
         elif explicit:
             i = end - window + 1 + int(gaps[0])
             raise DataError(f"--data {path}: the {window} input steps up to {_iso(times[end])} span a gap "
-                            f"({_iso(times[i])} -> {_iso(times[i + 1])}, the time step is {_hours(step)}); pick another "
-                            "initialisation time or fill the gap")
+                            f"({_iso(times[i])} -> {_iso(times[i + 1])}, the time step is {_hours(step)}); "
+                            "pick another initialisation time or fill the gap")
     if not keep:
         raise DataError(f"--data {path}: every initialisation in that period has a gap in its {window} input steps; "
                         "widen the period")

@@ -74,7 +74,9 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
         **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
         **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
         "effective_batch": last.get("effective_batch_size", (batch or 0) * (accum or 0) or None),
-        "epochs": len(ok_epochs),
+        # The last epoch trained, not the rows: after a worker restart Ray can restore result.json from its last
+        # experiment sync, without the rows reported since (the restored trial does not train them again).
+        "epochs": max(by_epoch) if by_epoch else 0,
         "time_per_epoch_s": _mean([r.get("time_per_epoch_s") for r in ok_epochs]),
         "peak_memory_mb": last.get("peak_memory_mb"),
         "val_loss": val if isinstance(val, (int, float)) and math.isfinite(val) else None,

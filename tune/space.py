@@ -196,9 +196,9 @@ def _check_value(key: str, value: Any, where: str, base: dict) -> Any:
         config = build(Config, nested, "config")
         config.validate()
         if section == "data":
-            from data_io.netcdf import validate_config
+            from data_io.config import validate
 
-            validate_config(config.data)
+            validate(config.data)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {value!r} is not allowed ({exc})") from None
     return value

@@ -37,10 +37,13 @@ def test_trial_whose_worker_was_killed_is_retried_from_its_checkpoint(killed_wor
     assert killed_worker.code == 0, killed_worker.out[-3000:]
     restarted = []
     for trial_dir in load_trials(killed_worker.experiment)["trial_dir"]:
-        epochs = [r["epoch"] for r in read_results(trial_dir)]
-        if any(r["iterations_since_restore"] < r["training_iteration"] for r in read_results(trial_dir)):
+        results = read_results(trial_dir)
+        restored = [r["epoch"] for r in results if r["iterations_since_restore"] < r["training_iteration"]]
+        if restored:
             restarted.append(trial_dir)
-            assert epochs == [1, 2, 3], epochs  # epoch 1 is not trained again: it came from the checkpoint
+            # Epoch 1 is not trained again: it came from the checkpoint. (Its row may be missing from result.json:
+            # Ray restores the trial's folder from its last experiment sync, which a checkpoint no longer forces.)
+            assert restored == [2, 3], [r["epoch"] for r in results]
     assert len(restarted) == 1
 
 
