@@ -325,9 +325,10 @@ def _fields(models: list[Loaded], names: list[str], starts: np.ndarray, batch_si
                 _valid_indices(starts, data)].ravel() + 1))})
 
 
-def evaluate(cfg: EvalConfig, data: PreparedData | None = None) -> pd.DataFrame:
+def evaluate(cfg: EvalConfig, data: PreparedData | None = None, about: dict | None = None) -> pd.DataFrame:
     """Score the checkpoints, persistence and climatology; write metrics.json/.md/.csv and the plots into
-    cfg.output_dir; print the Markdown tables. `data`: the first checkpoint's prepared data, when at hand."""
+    cfg.output_dir; print the Markdown tables. `data`: the first checkpoint's prepared data, when at hand;
+    `about`: entries put first in the files' metadata (e.g. where the config came from)."""
     names = _check(cfg)
     models = _load_all(cfg, data)
     starts, what = _windows(cfg, models[0].data)
@@ -339,7 +340,7 @@ def evaluate(cfg: EvalConfig, data: PreparedData | None = None) -> pd.DataFrame:
     except ValueError as exc:
         raise ConfigError(f"--checkpoint {' '.join(cfg.checkpoint)}: {exc}") from None
     d = models[0].data
-    meta = {"scored": f"{len(starts)} {what}", "data": str(d.config.data),
+    meta = {**(about or {}), "scored": f"{len(starts)} {what}", "data": str(d.config.data),
             "checkpoints": dict(zip(names, cfg.checkpoint)),
             "epochs": {n: int(m.ckpt["epoch"]) for n, m in zip(names, models)},
             "lead": extra["lead_unit"], "weights": "cos(latitude) for continuous scores; cells for events and FSS",
