@@ -332,15 +332,19 @@ def evaluate(cfg: EvalConfig, data: PreparedData | None = None, about: dict | No
     names = _check(cfg)
     models = _load_all(cfg, data)
     starts, what = _windows(cfg, models[0].data)
-    log.info("Scoring %s on %d %s", ", ".join(names), len(starts), what)
+    log.info("Scoring %s on %d windows (%s)", ", ".join(names), len(starts), what)
     fcs, truth, persistence, clim, extra = _fields(models, names, starts, cfg.batch_size)
+    windows = [w for w in cfg.fss_windows if w <= min(models[0].data.grid_shape)]
+    if len(windows) < len(cfg.fss_windows):
+        log.warning("FSS windows %s are larger than the %dx%d grid: left out", sorted(set(cfg.fss_windows) -
+                    set(windows)), *models[0].data.grid_shape)
     try:
-        table = vt.score_table(fcs, truth, persistence, clim, cfg.rain_thresholds, cfg.fss_windows,
+        table = vt.score_table(fcs, truth, persistence, clim, cfg.rain_thresholds, windows or [1],
                                block_days=cfg.block_days, n_boot=cfg.bootstrap_samples)
     except ValueError as exc:
         raise ConfigError(f"--checkpoint {' '.join(cfg.checkpoint)}: {exc}") from None
     d = models[0].data
-    meta = {**(about or {}), "scored": f"{len(starts)} {what}", "data": str(d.config.data),
+    meta = {**(about or {}), "scored": f"{len(starts)} windows, {what}", "data": str(d.config.data),
             "checkpoints": dict(zip(names, cfg.checkpoint)),
             "epochs": {n: int(m.ckpt["epoch"]) for n, m in zip(names, models)},
             "lead": extra["lead_unit"], "weights": "cos(latitude) for continuous scores; cells for events and FSS",
