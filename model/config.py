@@ -108,6 +108,12 @@ class TrainConfig:
     lr_patience: int = field(default=20, metadata={"help": "plateau: epochs without a better val loss first"})
     min_lr: float = field(default=1e-6, metadata={"help": "the learning rate never goes below this"})
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    val_metric: str | None = field(
+        default=None,
+        metadata={"help": "also score the validation split each epoch with this verification score in physical units "
+                          "(e.g. csi@10, rmse_skill_persistence, rmse; model.verify_table.validation_score): the "
+                          "epoch record's val_metric, and the score a search optimises", "aliases": ["--metric"]},
+    )
     # Graphcast's per-step cadences: accepted so its command lines run; this trainer works per epoch.
     checkpoint_frequency: int | None = field(
         default=None, metadata={"help": "graphcast's checkpoint cadence in steps; not used: checkpoints are written "
@@ -195,6 +201,11 @@ class Config:
         if t.num_gpus < 0 or t.ddp_cpu_workers < 0:
             raise ConfigError(f"--num-gpus and --ddp-cpu-workers must be 0 or more, but got {t.num_gpus} and "
                               f"{t.ddp_cpu_workers}")
+        if t.val_metric is not None:
+            metric_direction(t.val_metric)  # refuses an unknown score before any training
+            if t.val_metric.split("@")[0] in ("acc", "rmse_skill_climatology"):
+                raise ConfigError(f"--metric {t.val_metric}: validation scores against persistence only (no "
+                                  "climatology is built per epoch); use rmse_skill_persistence, rmse, corr or csi@MM")
         if t.max_failures < 0:
             raise ConfigError(f"--max-failures must be 0 or more, but got {t.max_failures}")
         if t.num_gpus > 1 and t.ddp_cpu_workers > 1:
@@ -202,6 +213,16 @@ class Config:
         workers = data_parallel_workers(t)
         if workers > 1:
             per_worker_batch(t, workers)  # refuses an effective batch that does not share out
+
+
+def metric_direction(name: str) -> str:
+    """"max" or "min": how a search optimises validation metric `name`; a ConfigError naming --metric if unknown."""
+    from model.verify_table import higher_is_better
+
+    try:
+        return "max" if higher_is_better(name) else "min"
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"--metric {name}: {exc}") from None
 
 
 def data_parallel_workers(t: TrainConfig) -> int:

@@ -3,6 +3,10 @@
 A `Scorer` takes the model's normalised output and the batch it came from, and accumulates on the device the
 normalised loss and, in physical units, latitude-weighted squared and absolute error sums per method (the model,
 persistence, and any reference forecast the caller adds, e.g. climatology), lead and target channel.
+
+`collect=True` also keeps the physical fields of one target channel on the CPU, so that `fields()` hands them to
+the verification scores (model.verify_table.validation_score: CSI at a threshold, skill scores, ...) without a
+second forward pass.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ class Scorer:
 
     def __init__(self, stats: NormStats, lat: np.ndarray, forecast_steps: int, device: torch.device,
                  references: Sequence[str] = ("persistence",), same_points: bool = False,
-                 loss: ForecastLoss | None = None) -> None:
+                 loss: ForecastLoss | None = None, collect: int | None = None) -> None:
         if "persistence" not in references:
             raise ValueError(f"references must include persistence, but got {list(references)}")
         self.methods = ("model", *references)
@@ -45,6 +49,8 @@ class Scorer:
         self.loss_fn = loss
         groups = len(loss.groups) if loss is not None else 1
         self.loss_sums = torch.zeros(2, groups, device=device)  # weighted squared error, weight, per loss group
+        self.collect = collect  # the target channel whose fields are kept, or None
+        self.kept: dict[str, list[torch.Tensor]] = {}
 
     def physical(self, pred_z: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(forecast, truth, persistence) in physical units, each (batch, lead, channel, lat, lon)."""
@@ -61,6 +67,9 @@ class Scorer:
             self.loss_sums += torch.stack([sse, count.to(sse.dtype)]).view(2, 1)
         pred, truth, persist = self.physical(pred_z, batch)
         forecasts = {"model": pred, "persistence": persist, **(references or {})}
+        if self.collect is not None:
+            for name, field in {"truth": truth, **forecasts}.items():
+                self.kept.setdefault(name, []).append(field[:, :, self.collect].float().cpu())
         if self.same_points:
             for name in self.methods[1:]:
                 truth = torch.where(torch.isfinite(forecasts[name]), truth, torch.nan)
@@ -73,6 +82,12 @@ class Scorer:
         """Sum the accumulators over data-parallel ranks (reduce sums a tensor in place)."""
         reduce(self.sums)
         reduce(self.loss_sums)
+
+    def fields(self) -> dict[str, torch.Tensor]:
+        """The collected channel's fields (truth, model, persistence, references): (window, lead, lat, lon) each."""
+        if self.collect is None:
+            raise ValueError("fields() needs a Scorer made with collect=<target channel index>")
+        return {name: torch.cat(parts) for name, parts in self.kept.items()}
 
     @property
     def loss(self) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data_io import PreparedData, prepare
+from data_io import ConfigError, PreparedData, prepare
 from model import _schedule as schedule
 from model import checkpoint as ckpt_io
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
@@ -35,6 +35,7 @@ from model.build import model_from_config
 from model.config import Config, per_worker_batch
 from model.convlstm import check_grid
 from model.device import amp_dtype, describe, peak_memory_mb, select_device
+from model._fields import field_array, metric_channel
 from model._graphs import StepGraphs
 from model.errors import Diverged, OutOfMemory, is_oom, release_memory
 from model.losses import ForecastLoss
@@ -57,6 +58,7 @@ class EpochRecord:
     effective_batch_size: int
     first_step_at: float | None = None  # wall clock after the run's first optimizer step (trial start-up cost)
     learning_rate: float | None = None  # during this epoch (--lr-scheduler changes it between epochs)
+    val_metric: float | None = None  # --metric's score on the validation split, physical units
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -269,6 +271,7 @@ class Trainer:
                 samples_per_s=n_samples / max(train_time, 1e-9), peak_memory_mb=peak,
                 device=self.device.type, effective_batch_size=t.batch_size * t.gradient_accumulation_steps,
                 first_step_at=self.first_step_at if epoch == self.start_epoch else None, learning_rate=lr,
+                val_metric=val.get("val_metric"),
             )
             schedule.step(self.scheduler, record.val_loss)  # before saving: a resumed run continues the schedule
             self.history.append(record)
@@ -340,14 +343,38 @@ class Trainer:
     def evaluate(self, split: str) -> dict:
         """Normalised loss, and latitude-weighted RMSE/MAE per lead in physical units for model and persistence."""
         self.model.eval()
+        metric = self.config.train.val_metric if split == "val" else None
+        channel = metric_channel(self.data.target_channels, self.data.target_attrs) if metric else None
         scorer = Scorer(self.data.target_stats, self.data.lat, self.config.data.forecast_steps, self.device,
-                        loss=self.loss)
+                        loss=self.loss, collect=channel)
         for b in self._eval_batches(split):
             b = self._to_device(b)
             scorer.add(self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b), b)
         if self.world > 1:
             scorer.all_reduce(self._all_reduce)
-        return scorer.summary()
+        out = scorer.summary()
+        if metric:
+            out["val_metric"] = self._validation_metric(metric, channel, scorer.fields())
+        return out
+
+    def _validation_metric(self, name: str, channel: int, fields: dict[str, torch.Tensor]) -> float:
+        """--metric on the validation fields of every rank, pooled over windows, leads and cells."""
+        from model.verify_table import validation_score
+
+        if self.world > 1:
+            gathered: list = [None] * self.world
+            dist.all_gather_object(gathered, fields)
+            fields = {k: torch.cat([g[k] for g in gathered]) for k in fields}
+        target = self.data.target_channels[channel]
+        attrs = self.data.target_attrs.get(target.split("@")[0], {})
+
+        def da(key: str):
+            return field_array(fields[key].numpy(), self.data.lat, self.data.lon, name=target, attrs=attrs)
+
+        try:
+            return validation_score(name, da("model"), da("truth"), persistence=da("persistence"))
+        except ValueError as exc:
+            raise ConfigError(f"--metric {name}: {exc}") from None
 
     def save(self, epoch: int, improved: bool) -> Path:
         state = {

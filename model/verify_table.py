@@ -192,12 +192,14 @@ def write_metrics(table: pd.DataFrame, out_dir: str | Path, meta: Mapping | None
     return paths
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub Markdown table, first column left-aligned, the others right-aligned."""
+def markdown_table(header: list[str], rows: list[list[str]], left: set[str] | None = None) -> str:
+    """A GitHub Markdown table; the `left` columns (default: the first) are left-aligned, the others right-aligned."""
+    left = {header[0]} if left is None else left
+
     def line(cells):
         return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
-    rule = "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(header))) + "|"
+    rule = "|" + "|".join(":---" if h in left else "---:" for h in header) + "|"
     return "\n".join([line(header), rule, *map(line, rows)])
 
 

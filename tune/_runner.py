@@ -30,7 +30,6 @@ from tune.space import FIELDS, define_by_run
 from tune.trainable import train_trial
 
 log = logging.getLogger("convlstm")
-METRIC, MODE = "val_loss", "min"
 
 
 def run_search(
@@ -96,10 +95,11 @@ def _fit(tuner: tune.Tuner) -> bool:
 
 
 def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent) -> tune.Tuner:
+    metric, _, mode = ex.objective(base)  # val_loss, or --metric's val_metric in its direction
     searcher = OutcomeAwareOptunaSearch(
         space=functools.partial(define_by_run, spec=space, base=base),
-        metric=METRIC,
-        mode=MODE,
+        metric=metric,
+        mode=mode,
         sampler=optuna.samplers.TPESampler(
             seed=base["train"]["seed"], n_startup_trials=min(10, max(2, search.num_samples // 2))
         ),
@@ -107,7 +107,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         study_name=study_name,
     )
     scheduler = _FeasibleASHA(
-        time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=search.max_epochs,
+        time_attr="training_iteration", metric=metric, mode=mode, max_t=search.max_epochs,
         grace_period=search.grace_epochs, reduction_factor=2,
     )
     return tune.Tuner(

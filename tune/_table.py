@@ -28,9 +28,10 @@ FIELD_COLUMNS = {"hidden_channels": "hidden_channels", "batch_size": "batch_size
 
 def columns(df: pd.DataFrame) -> list[str]:
     """COLUMNS, with the searched fields that have no column of their own inserted after learning_rate."""
-    extra = [c for c in df.columns if c not in COLUMNS and c not in ("trial_dir", "history")]
+    metric = [df.attrs["objective"][0]] if df.attrs.get("objective", ("val_loss",))[0] != "val_loss" else []
+    extra = [c for c in df.columns if c not in COLUMNS and c not in ("trial_dir", "history", *metric)]
     at = COLUMNS.index("learning_rate") + 1
-    return COLUMNS[:at] + extra + COLUMNS[at:]
+    return COLUMNS[:at] + extra + COLUMNS[at:] + metric
 
 
 def trial_dirs(experiment: Path) -> list[Path]:
@@ -84,6 +85,10 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
         "trial_dir": str(trial_dir),
         "history": [r.get("val_loss") for r in ok_epochs],
     }
+    key, column, _ = ex.objective(base)
+    if key != "val_loss":  # --metric: its last value, shown and ranked by
+        value = last.get(key)
+        row[column] = value if not status.infeasible and isinstance(value, (int, float)) else None
     return row
 
 
@@ -131,7 +136,7 @@ def _mean(values: list) -> float | None:
 
 
 def load_trials(experiment: str | Path) -> pd.DataFrame:
-    """One row per trial, ranked by val loss (finished and early-stopped first, failures after), with a column
+    """One row per trial, ranked by the search's objective (val loss, or --metric's column; finished and early-stopped first, failures after), with a column
     for every searched config field."""
     exp = ex.Experiment(Path(experiment))
     base = exp.base() if exp.is_search() else None
@@ -139,10 +144,14 @@ def load_trials(experiment: str | Path) -> pd.DataFrame:
     rows = [trial_row(d, base, searched) for d in exp.trial_dirs()]
     extra = [k for k in searched if k not in FIELD_COLUMNS.values()]
     at = COLUMNS.index("learning_rate") + 1
-    df = pd.DataFrame(rows, columns=COLUMNS[1:at] + extra + COLUMNS[at:] + ["trial_dir", "history"])
-    order = df.assign(_bad=df["val_loss"].isna()).sort_values(["_bad", "val_loss"], kind="stable").index
+    _, column, mode = ex.objective(base)
+    metric = [column] if column != "val_loss" else []
+    df = pd.DataFrame(rows, columns=COLUMNS[1:at] + extra + COLUMNS[at:] + metric + ["trial_dir", "history"])
+    order = df.assign(_bad=df[column].isna()).sort_values(["_bad", column], ascending=[True, mode == "min"],
+                                                          kind="stable").index
     df = df.loc[order].reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
+    df.attrs["objective"] = (column, mode)
     return df
 
 

@@ -24,7 +24,7 @@ import pandas as pd
 import yaml
 
 from data_io import ConfigError
-from model.config import SECTIONS, Config, _merge
+from model.config import SECTIONS, Config, _merge, metric_direction
 from tune.outcome import FITTED
 from tune.space import params_to_overrides
 
@@ -130,10 +130,21 @@ def trial_config(base: dict, trial_params: dict) -> Config:
     return config
 
 
+def objective(base: dict | None) -> tuple[str, str, str]:
+    """What the search optimises: (the key trials report, the trial table's column, "min" or "max"). The val loss,
+    or with --metric NAME the validation split's NAME (EpochRecord.val_metric), in NAME's direction."""
+    name = ((base or {}).get("train") or {}).get("val_metric")
+    if not name:
+        return "val_loss", "val_loss", "min"
+    return "val_metric", f"val_{name}", metric_direction(name)
+
+
 def best_trial(table: pd.DataFrame) -> pd.Series | None:
-    """The table's best row: the lowest val loss of the trials that trained (ran to the end or were stopped
-    early); None when no trial has a val loss yet."""
-    finished = table[table["status"].isin([o.value for o in FITTED]) & table["val_loss"].notna()]
+    """The table's best row: the best objective (the table's attrs["objective"] = (column, mode), set by
+    tune._table.load_trials; else the lowest val loss) of the trials that trained (ran to the end or were stopped
+    early); None when no trial has a value yet."""
+    column, mode = table.attrs.get("objective", ("val_loss", "min"))
+    finished = table[table["status"].isin([o.value for o in FITTED]) & table[column].notna()]
     if finished.empty:
         return None
-    return finished.sort_values("val_loss", kind="stable").iloc[0]
+    return finished.sort_values(column, ascending=mode == "min", kind="stable").iloc[0]

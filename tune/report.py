@@ -15,7 +15,7 @@ import pandas as pd
 
 from data_io import ConfigError
 from model._main import run_cli
-from model.evaluate import markdown_table
+from model.verify_table import markdown_table
 from tune._table import COLUMNS, _missing, columns, format_table, formatted, load_trials
 from tune.experiment import OPTUNA_DB, Experiment
 from tune.outcome import FITTED, Outcome

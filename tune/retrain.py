@@ -3,8 +3,9 @@
 The config is the search's best_config.yaml (or trial --trial ID's, as python -m tune.report lists them), trained
 from scratch with the same fit() as python -m model.train: --num-epochs (default 100), early stopping,
 checkpoints. Every trainer flag overrides the chosen config (e.g. --data FILE for a folder copied from another
-machine). Writes into --output-dir (default: runs/<name>/best/): the checkpoints, metrics.json and metrics.md
-(RMSE/MAE per lead for the model, persistence and climatology on the test split) and maps/case_N.png.
+machine). Writes into --output-dir (default: runs/<name>/best/): the checkpoints, and the test split scored by
+the same evaluation as python -m model.evaluate (the model against persistence and climatology): metrics.json,
+metrics.md, metrics.csv, plots/ and maps/.
 
 --num-gpus N trains data-parallel on N GPUs through Ray Train (tune/distributed.py), on this machine or, with
 --address, on a running Ray cluster; the effective batch stays the searched one: each GPU runs whole searched
@@ -15,7 +16,6 @@ does the same on CPU processes.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from data_io import ConfigError, DataError, data_label, prepare, sources
 from model._cli import load_config_file
 from model._main import run_cli, setup_logging
 from model.config import TrainConfig, add_config_flags, config_from_args
-from model.evaluate import evaluate_checkpoint, metrics_markdown, plot_cases
+from model.evaluate import EvalConfig, evaluate
 from model.train import train_and_record
 from tune import experiment as ex
 from tune._table import load_trials
@@ -78,14 +78,9 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     train_and_record(config, data, launcher=data_parallel)
     log.info("Scoring %s on the test split", out / "best.pt")
 
-    metrics = evaluate_checkpoint(out / "best.pt", data, device=config.train.device)
-    metrics["config_source"] = source
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-    table = metrics_markdown(metrics)
-    (out / "metrics.md").write_text(f"# {source}\n\n{table}")
-    maps = plot_cases(out / "best.pt", data, out / "maps", ns.num_cases, device=config.train.device)
-    print(table)
-    log.info("Wrote %s, %s and %d maps in %s", out / "metrics.json", out / "metrics.md", len(maps), out / "maps")
+    evaluate(EvalConfig(checkpoint=[str(out / "best.pt")], name=["model"], output_dir=str(out),
+                        cases=ns.num_cases, batch_size=config.train.batch_size, device=config.train.device),
+             data, about={"config": source})
     return 0
 
 

@@ -28,7 +28,6 @@ log = logging.getLogger("convlstm")
 # devices come from --gpus-per-trial (data-parallel training is for the retrain: python -m tune.retrain --num-gpus);
 # --max-failures here is the search's own (retries of a trial), not the data-parallel trainer's.
 EXCLUDED_TRAINER_FLAGS = NOT_SEARCHABLE | {"max_failures"}
-METRIC, MODE = "val_loss", "min"
 
 
 def parser(prog: str = "python -m tune.search") -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ import torch
 
 from data_io import DataConfig, prepare
 from model.config import Config, ModelConfig, TrainConfig
-from model.evaluate import calendar_months, evaluate_checkpoint, metrics_markdown
+from model.evaluate import calendar_months, evaluate_checkpoint
 from model.metrics import climatology, denormalize, latitude_weights
 from model.trainer import Trainer, fit
 
@@ -90,20 +90,3 @@ def test_climatology_scores_match_a_brute_force_forecast(trained):
             weight += float(w.sum())
         assert metrics["channels"]["precipitation"]["rmse"]["climatology"][lead] == pytest.approx(
             (sse / weight) ** 0.5, rel=1e-5)
-
-
-def test_markdown_table_has_a_row_per_lead_and_bolds_the_best():
-    metrics = {
-        "split": "test", "windows": 5, "valid_times": ["a", "b"], "checkpoint": "run/best.pt", "epoch": 3,
-        "lead_steps": [1, 2], "lead_hours": [6.0, 12.0],
-        "climatology": {"months_without_training_data": [4]},
-        "channels": {"precipitation": {
-            "units": "mm",
-            "rmse": {"model": [1.0, 2.0], "persistence": [1.5, 1.9], "climatology": [3.0, 3.0]},
-            "mae": {"model": [0.5, 1.0], "persistence": [0.7, 0.9], "climatology": [2.0, 2.0]},
-        }},
-    }
-    text = metrics_markdown(metrics)
-    assert "### precipitation (mm)" in text and "April" in text
-    assert "| +6 h | **1** | 1.5 | 3 | **0.5** | 0.7 | 2 |" in text
-    assert "| +12 h | 2 | **1.9** | 3 | 1 | **0.9** | 2 |" in text

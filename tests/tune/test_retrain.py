@@ -1,4 +1,5 @@
-"""python -m tune.retrain on a real (tiny) search: the best config trained again, scored on the test split."""
+"""python -m tune.retrain on a real (tiny) search: the best config trained again, scored on the test split by
+the same evaluation as python -m model.evaluate."""
 
 from __future__ import annotations
 
@@ -35,23 +36,27 @@ def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, t
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert {"best.pt", "last.pt", "metrics.json", "metrics.md", "config.yaml"} <= {p.name for p in out.iterdir()}
 
+    assert {"metrics.csv", "plots", "maps"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["split"] == "test" and metrics["lead_steps"] == [1, 2] and metrics["lead_hours"] == [12.0, 24.0]
-    precip = metrics["channels"]["precipitation"]
-    assert precip["units"] == "mm"
-    for score in ("rmse", "mae"):
-        assert set(precip[score]) == {"model", "persistence", "climatology"}
-        for values in precip[score].values():
-            assert len(values) == 2 and all(math.isfinite(v) and v > 0 for v in values)
-        assert all(r >= m for r, m in zip(precip["rmse"]["model"], precip["mae"]["model"]))
+    assert "best config" in metrics["meta"]["config"] and "test split" in metrics["meta"]["scored"]
+    rows = pd.DataFrame(metrics["rows"])
+    precip = rows[rows["variable"] == "precipitation"]
+    assert set(precip["model"]) == {"model", "persistence", "climatology"}
+    assert sorted(set(precip["lead"])) == [12, 24]
+    for score in ("rmse", "mae", "csi@10mm"):
+        for _, values in precip[precip["score"] == score].groupby("model")["value"]:
+            assert len(values) == 2 and all(math.isfinite(v) for v in values)
+    rmse = precip[precip["score"] == "rmse"].set_index(["model", "lead"])["value"]
+    mae = precip[precip["score"] == "mae"].set_index(["model", "lead"])["value"]
+    assert (rmse >= mae).all() and (mae > 0).all()
 
     table = (out / "metrics.md").read_text()
-    assert "| lead | model RMSE | persistence RMSE | climatology RMSE |" in table
-    assert "| +12 h |" in table and "| +24 h |" in table
-    assert "| +12 h |" in proc.stdout
+    assert "### precipitation, lead 12" in table and "### precipitation, lead 24" in table
+    assert "| score | model | persistence | climatology |" in table and "| csi@10mm |" in table
+    assert "### precipitation, lead 12" in proc.stdout
 
     maps = sorted((out / "maps").iterdir())
-    assert [p.name for p in maps] == ["case_1.png", "case_2.png"]
+    assert len(maps) == 2 and all(p.name.startswith("case_precipitation_") for p in maps)
     assert all(p.read_bytes().startswith(PNG_MAGIC) and p.stat().st_size > 5000 for p in maps)
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2]
