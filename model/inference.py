@@ -144,11 +144,13 @@ def _by_channel(fc: xr.Dataset) -> xr.Dataset:
     return ds.assign_coords(lead=ds["lead"].values / np.timedelta64(1, "h"))  # the table's leads, in hours
 
 
-def observed(fc: xr.Dataset, data: str) -> tuple[tuple[xr.Dataset, xr.Dataset, xr.Dataset], xr.Dataset]:
+def observed(fc: xr.Dataset, data: str | list[str]) -> tuple[tuple[xr.Dataset, xr.Dataset, xr.Dataset], xr.Dataset]:
     """(truth at each forecast's valid times, persistence = the value at initialisation, the mean of `data` over
     its time steps), per channel on the forecast's grid, for the forecasts whose valid times `data` holds; and
     those forecasts."""
     frt, lead = "forecast_reference_time", "forecast_period"
+    if isinstance(data, list):
+        raise ConfigError(f"--compare-checkpoint scores against one --data file, but got {len(data)}; give one")
     with xr.open_dataset(data) as src:
         inside = np.isin(fc["time"].values, src["time"].values).all(axis=1)
         if not inside.any():

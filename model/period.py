@@ -45,6 +45,11 @@ class ForecastConfig:
     device: Literal["auto", "cuda", "mps", "cpu"] = field(
         default="auto", metadata={"help": "auto = cuda, then mps, then cpu"})
 
+    def __post_init__(self) -> None:
+        # One item is the plain string (messages, the forecast's history), as in DataConfig.
+        if isinstance(self.data, (list, tuple)):
+            self.data = str(self.data[0]) if len(self.data) == 1 else [str(d) for d in self.data]
+
     def over_period(self) -> bool:
         return bool(self.init_times or self.start_time or self.end_time)
 
