@@ -136,8 +136,8 @@ def _mean(values: list) -> float | None:
 
 
 def load_trials(experiment: str | Path) -> pd.DataFrame:
-    """One row per trial, ranked by the search's objective (val loss, or --metric's column; finished and early-stopped first, failures after), with a column
-    for every searched config field."""
+    """One row per trial, ranked by the search's objective (val loss, or --metric's column; finished and
+    early-stopped first, failures after), with a column for every searched config field."""
     exp = ex.Experiment(Path(experiment))
     base = exp.base() if exp.is_search() else None
     searched = exp.searched_keys()
