@@ -43,6 +43,8 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
         value = (result or {}).get(self.metric)
         finite = isinstance(value, (int, float)) and math.isfinite(value)
         try:
+            if (result or {}).get("rescued_batch"):  # the params stay the suggested ones; this says how it ran
+                ot_trial.set_user_attr("rescued_batch", int(result["rescued_batch"]))
             step = (result or {}).get("training_iteration")
             if finite and step is not None:
                 with warnings.catch_warnings():  # Optuna warns when this step was already reported
