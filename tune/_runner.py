@@ -20,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from data_io import ConfigError, DataConfig, PreparedData
 from model.config import TrainConfig
-from tune import _ray
+from tune import _objective, _ray
 from tune import experiment as ex
 from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
@@ -96,10 +96,12 @@ def _fit(tuner: tune.Tuner) -> bool:
 
 
 def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent) -> tune.Tuner:
+    objectives = _objective.parse(search.objective)
+    metric, mode = _objective.ray_metric(objectives)  # lists for several objectives: a multi-objective study
     searcher = OutcomeAwareOptunaSearch(
         space=functools.partial(define_by_run, spec=space, base=base),
-        metric=METRIC,
-        mode=MODE,
+        metric=metric,
+        mode=mode,
         sampler=optuna.samplers.TPESampler(
             seed=base["train"]["seed"], n_startup_trials=min(10, max(2, search.num_samples // 2))
         ),
@@ -107,7 +109,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         study_name=study_name,
     )
     scheduler = _FeasibleASHA(
-        time_attr="training_iteration", metric=METRIC, mode=MODE, max_t=search.max_epochs,
+        time_attr="training_iteration", metric=objectives[0].metric, mode=objectives[0].mode, max_t=search.max_epochs,
         grace_period=search.grace_epochs, reduction_factor=2,
     )
     return tune.Tuner(
