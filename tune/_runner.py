@@ -20,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from data_io import ConfigError, DataConfig, PreparedData
 from model.config import TrainConfig
-from tune import _objective, _ray
+from tune import _objective, _ray, _tracking
 from tune import experiment as ex
 from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
@@ -128,7 +128,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
             # of concurrent trials). A finished trial's checkpoints are removed by _DropCheckpoints instead.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             verbose=1,
-            callbacks=[_DropCheckpoints(), *(callbacks or [])],
+            callbacks=[_DropCheckpoints(), *_tracking.callbacks(search.mlflow, experiment.name), *(callbacks or [])],
         ),
     )
 
