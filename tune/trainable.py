@@ -17,6 +17,7 @@ from data_io import PreparedData, ensure_local
 from model.errors import Diverged, OutOfMemory
 from model.trainer import EpochRecord
 from tune import _rescue
+from tune._objective import METRICS
 from tune.experiment import trial_config
 from tune.outcome import Outcome
 
@@ -85,9 +86,10 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
     except (OutOfMemory, Diverged) as exc:
         status = (Outcome.OOM if isinstance(exc, OutOfMemory) else Outcome.DIVERGED).value
         peak = getattr(exc, "peak_memory_mb", math.nan)
+        # Every metric an --objective may name, NaN: Ray refuses a result that lacks one of the search's metrics.
         tune.report({
-            **common, **rescue, "epoch": last["epoch"], "status": status, "trial_finished": True,
-            "device": config.train.device, "val_loss": math.inf, "peak_memory_mb": peak, "message": str(exc)[:300],
+            **{m: math.nan for m in METRICS}, **common, **rescue, "epoch": last["epoch"], "status": status,
+            "trial_finished": True, "device": config.train.device, "val_loss": math.inf, "peak_memory_mb": peak, "message": str(exc)[:300],
         })
 
 
