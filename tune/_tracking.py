@@ -4,6 +4,7 @@ tensorboardX is installed: tensorboard --logdir runs/NAME)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from data_io import ConfigError
@@ -34,7 +35,11 @@ def callbacks(uri: str | None, experiment_name: str) -> list:
     if uri is None:
         return []
     check(uri)
+    uri = mlflow_uri(uri)
+    if uri.startswith("file:"):
+        # MLflow 3 refuses a file store unless told: the user asked for one (it works offline, no server).
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    return [MLflowLoggerCallback(tracking_uri=mlflow_uri(uri), experiment_name=experiment_name, save_artifact=False,
+    return [MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment_name, save_artifact=False,
                                  tags={"convlstm_tune_search": experiment_name})]

@@ -35,9 +35,10 @@ def test_mlflow_has_one_run_per_trial_with_its_params_and_every_epoch(tracked):
     runs = client.search_runs([mlflow_experiment.experiment_id])
     trials = load_trials(experiment)
     assert len(runs) == len(trials) == 2
-    by_width = {run.data.params["width_0"]: run for run in runs}
     for _, trial in trials.iterrows():
-        run = by_width[str(trial["hidden_channels"])]
+        (run,) = [r for r in runs if trial["trial_id"] in r.info.run_name]  # Ray names each run after its trial
+        assert run.data.params["width_0"] == str(trial["hidden_channels"])
+        assert int(run.data.params["gradient_accumulation_steps"]) == trial["accumulation"]
         assert float(run.data.params["learning_rate"]) == pytest.approx(1e-3)
         history = client.get_metric_history(run.info.run_id, "val_loss")
         reported = [r["val_loss"] for r in read_results(trial["trial_dir"])]
