@@ -52,3 +52,15 @@ def test_fastest_within_picks_the_fastest_trial_near_the_best_first_objective():
     assert pick(table, OBJECTIVES, "fastest-within 5%")["trial_id"] == "c"
     with pytest.raises(ConfigError, match="--pick fastest: expected 'fastest-within P%'"):
         pick(table, OBJECTIVES, "fastest")
+
+
+def test_search_refuses_a_bad_objective_with_one_line_and_exit_2(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.tune.conftest import search_env
+
+    done = subprocess.run([sys.executable, "-m", "tune.search", "--objective", "val_los", "--storage-path",
+                           str(tmp_path)], capture_output=True, text=True, env=search_env(), timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--objective val_los" in done.stderr and "Traceback" not in done.stderr
