@@ -20,7 +20,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from data_io import ConfigError, DataConfig, PreparedData
 from model.config import TrainConfig
-from tune import _ray
+from tune import _objective, _ray, _tracking
 from tune import experiment as ex
 from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
@@ -95,7 +95,12 @@ def _fit(tuner: tune.Tuner) -> bool:
 
 
 def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent) -> tune.Tuner:
-    metric, _, mode = ex.objective(base)  # val_loss, or --metric's val_metric in its direction
+    objectives = _objective.parse(search.objective)
+    if [(o.metric, o.mode) for o in objectives] == [("val_loss", "min")]:
+        # The default objective follows --metric: the validation split's score in its direction (tune.experiment).
+        key, _, direction = ex.objective(base)
+        objectives = [_objective.Objective(key, direction)]
+    metric, mode = _objective.ray_metric(objectives)  # lists for several objectives: a multi-objective study
     searcher = OutcomeAwareOptunaSearch(
         space=functools.partial(define_by_run, spec=space, base=base),
         metric=metric,
@@ -107,7 +112,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         study_name=study_name,
     )
     scheduler = _FeasibleASHA(
-        time_attr="training_iteration", metric=metric, mode=mode, max_t=search.max_epochs,
+        time_attr="training_iteration", metric=objectives[0].metric, mode=objectives[0].mode, max_t=search.max_epochs,
         grace_period=search.grace_epochs, reduction_factor=2,
     )
     return tune.Tuner(
@@ -126,7 +131,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
             # of concurrent trials). A finished trial's checkpoints are removed by _DropCheckpoints instead.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
             verbose=1,
-            callbacks=[_DropCheckpoints(), *(callbacks or [])],
+            callbacks=[_DropCheckpoints(), *_tracking.callbacks(search.mlflow, experiment.name), *(callbacks or [])],
         ),
     )
 

@@ -26,7 +26,16 @@ log = logging.getLogger(__name__)
 
 
 class OutcomeAwareOptunaSearch(OptunaSearch):
+    """With a list of metrics (a multi-objective study) Optuna gets each trial's final values only: it cannot take
+    intermediate values (nor prune) in a multi-objective study."""
+
+    @property
+    def multi(self) -> bool:
+        return isinstance(self.metric, list)
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.multi:
+            return
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value) and _ray.optuna_trial(self, trial_id):
             try:
@@ -40,11 +49,14 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
             return
         study = _ray.study(self)
         status = (result or {}).get("status")
-        value = (result or {}).get(self.metric)
-        finite = isinstance(value, (int, float)) and math.isfinite(value)
+        values = [(result or {}).get(m) for m in (self.metric if self.multi else [self.metric])]
+        finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
+        value = values if self.multi else values[0]
         try:
+            if (result or {}).get("rescued_batch"):  # the params stay the suggested ones; this says how it ran
+                ot_trial.set_user_attr("rescued_batch", int(result["rescued_batch"]))
             step = (result or {}).get("training_iteration")
-            if finite and step is not None:
+            if finite and step is not None and not self.multi:
                 with warnings.catch_warnings():  # Optuna warns when this step was already reported
                     warnings.simplefilter("ignore")
                     ot_trial.report(float(value), step)  # Ray hands the last result here, not to on_trial_result
@@ -60,7 +72,8 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
                 study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             else:
                 ot_trial.set_user_attr("status", Outcome.OK.value)
-                study.tell(ot_trial, float(value), state=optuna.trial.TrialState.COMPLETE)
+                told = [float(v) for v in values] if self.multi else float(value)
+                study.tell(ot_trial, told, state=optuna.trial.TrialState.COMPLETE)
         except (RuntimeError, ValueError) as exc:  # e.g. already told before a driver restart
             log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
         _ray.mark_told(self, trial_id)

@@ -19,7 +19,7 @@ from tune.space import params_to_overrides
 
 COLUMNS = [
     "rank", "trial_id", "status", "device", "hidden_channels", "batch_size", "accumulation", "effective_batch",
-    "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss", "val_rmse",
+    "rescued_batch", "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss", "val_rmse",
 ]
 # Columns that show a config field; every other searched field gets a column of its own name after these.
 FIELD_COLUMNS = {"hidden_channels": "hidden_channels", "batch_size": "batch_size",
@@ -75,6 +75,7 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
         **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
         **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
         "effective_batch": last.get("effective_batch_size", (batch or 0) * (accum or 0) or None),
+        "rescued_batch": last.get("rescued_batch"),  # the batch an OOM rescue ran it at (tune/_rescue.py)
         # The last epoch trained, not the rows: after a worker restart Ray can restore result.json from its last
         # experiment sync, without the rows reported since (the restored trial does not train them again).
         "epochs": max(by_epoch) if by_epoch else 0,
@@ -158,7 +159,7 @@ def load_trials(experiment: str | Path) -> pd.DataFrame:
 # Display formats of the number columns; the search's printout and every report format share them.
 NUMBER_FORMATS = {"learning_rate": "{:.2e}", "time_per_epoch_s": "{:.2f}", "peak_memory_mb": "{:.0f}",
                   "val_loss": "{:.4f}", "val_rmse": "{:.4g}", "batch_size": "{:.0f}", "accumulation": "{:.0f}",
-                  "effective_batch": "{:.0f}"}
+                  "effective_batch": "{:.0f}", "rescued_batch": "{:.0f}"}
 
 
 def formatted(df: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,16 @@ class SearchConfig:
             "help": "GPUs per trial; a fraction packs trials on one GPU (default: 1 when the cluster has GPUs, else 0)"
         },
     )
+    objective: str = field(
+        default="val_loss:min",
+        metadata={"help": "metrics to optimise, METRIC[:min|max],...; several (val_loss,time_per_epoch_s) run a "
+                          "multi-objective study whose Pareto set tune.report shows; ASHA stops on the first"},
+    )
+    mlflow: str | None = field(
+        default=None,
+        metadata={"help": "MLflow tracking URI (a folder or file:/path works offline): every trial's params and "
+                          "per-epoch metrics, one MLflow run per trial (needs the [mlflow] extra)"},
+    )
     max_concurrent_trials: int | None = None
     address: str | None = field(
         default=None, metadata={"help": "existing Ray cluster (HOST:PORT); default: start a local one"}

@@ -16,6 +16,7 @@ import pandas as pd
 from data_io import ConfigError
 from model._main import run_cli
 from model.verify_table import markdown_table
+from tune import _objective
 from tune._table import COLUMNS, _missing, columns, format_table, formatted, load_trials
 from tune.experiment import OPTUNA_DB, Experiment
 from tune.outcome import FITTED, Outcome
@@ -32,6 +33,9 @@ def parser(prog: str = "python -m tune.report") -> argparse.ArgumentParser:
                    help=f"one of {', '.join(COLUMNS)} (default: val_loss)")
     p.add_argument("--descending", action="store_true", help="sort largest first")
     p.add_argument("--status", nargs="+", metavar="STATUS", help=f"keep only these: {', '.join(STATUSES)}")
+    p.add_argument("--pareto", action="store_true",
+                   help="keep only the Pareto set of the search's --objective (the trials no other trial beats on "
+                        "every objective)")
     p.add_argument("--top", type=int, metavar="N", help="keep the first N rows after sorting and filtering")
     p.add_argument("--format", default="table", choices=FORMATS)
     p.add_argument("--output", metavar="FILE", help="write the table here instead of printing it")
@@ -47,6 +51,9 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.report") -> i
     ns = parser(prog).parse_args(argv)
     experiment = Path(ns.experiment)
     trials = load_experiment(experiment)
+    if ns.pareto:
+        objectives = _objective.of_experiment(experiment)
+        trials = trials[_objective.pareto(_objective.with_metrics(trials, objectives), objectives)]
     table = select(trials, ns.sort, ns.status, ns.top, ns.descending)
     text = render(table, ns.format)
     if ns.output:
@@ -71,6 +78,8 @@ def load_experiment(experiment: Path) -> pd.DataFrame:
     if not experiment.is_dir():
         raise ConfigError(f"{experiment}: no such folder; pass STORAGE_PATH/NAME of a search (e.g. runs/search-...)")
     trials = load_trials(experiment)
+    if not trials.empty:  # a multi-objective search: its objectives' columns and the pareto marker
+        trials = _objective.marked(trials, _objective.of_experiment(experiment))
     if trials.empty and not Experiment(experiment).is_search():
         raise ConfigError(f"{experiment}: not a search experiment (no search.yaml, no trial folders with params.json); "
                           "pass the folder python -m tune.search wrote (STORAGE_PATH/NAME)")

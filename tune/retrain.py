@@ -27,6 +27,7 @@ from model._main import run_cli, setup_logging
 from model.config import TrainConfig, add_config_flags, config_from_args
 from model.evaluate import EvalConfig, evaluate
 from model.train import train_and_record
+from tune import _objective
 from tune import experiment as ex
 from tune._table import load_trials
 from tune.outcome import INFEASIBLE
@@ -39,6 +40,9 @@ def parser(prog: str = "python -m tune.retrain") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n", 2)[2])
     p.add_argument("experiment", help="the search's folder: STORAGE_PATH/NAME")
     p.add_argument("--trial", metavar="ID", help="retrain this trial's config instead of best_config.yaml")
+    p.add_argument("--pick", metavar="RULE",
+                   help="choose from the Pareto set of a multi-objective search: 'fastest-within P%%' is the trial "
+                        "with the lowest time per epoch whose first objective is within P%% of the best")
     p.add_argument("--num-cases", type=int, default=3, help="test windows drawn as maps (default: 3)")
     p.add_argument("--address", help="Ray cluster (HOST:PORT) for --num-gpus / --ddp-cpu-workers (default: local)")
     p.add_argument("--storage-path", help="Ray Train's checkpoint storage for data-parallel runs: shared storage "
@@ -55,7 +59,9 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     ns = parser(prog).parse_args(argv)
     experiment = Path(ns.experiment)
     ex.Experiment(experiment).search()  # refuses a folder that is not a search experiment
-    base, source = chosen_config(experiment, ns.trial)
+    if ns.pick and ns.trial:
+        raise ConfigError("--pick and --trial both choose the trial; pass one of them")
+    base, source = chosen_config(experiment, ns.pick and picked_trial(experiment, ns.pick) or ns.trial)
     base["train"]["output_dir"] = str(experiment / ex.BEST_DIR)
     config = config_from_args(ns, base=base)
     try:
@@ -82,6 +88,15 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
                         cases=ns.num_cases, batch_size=config.train.batch_size, device=config.train.device),
              data, about={"config": source})
     return 0
+
+
+def picked_trial(experiment: Path, rule: str) -> str:
+    """The trial id --pick RULE chooses from the search's Pareto set (tune/_objective.pick)."""
+    objectives = _objective.of_experiment(experiment)
+    row = _objective.pick(_objective.with_metrics(load_trials(experiment), objectives), objectives, rule)
+    log.info("--pick %s: trial %s (%s)", rule, row["trial_id"],
+             ", ".join(f"{o.metric} {row[o.metric]:.4g}" for o in objectives))
+    return str(row["trial_id"])
 
 
 def chosen_config(experiment: Path, trial: str | None) -> tuple[dict, str]:

@@ -102,6 +102,11 @@ def _validate(search: SearchConfig) -> None:
     if search.grace_epochs > search.max_epochs:
         raise ConfigError(f"--grace-epochs {search.grace_epochs} is more than --max-epochs {search.max_epochs}; "
                           "lower it")
+    from tune._objective import parse
+    from tune._tracking import check
+
+    parse(search.objective)  # refuses an unknown metric or mode before any Ray start
+    check(search.mlflow)
     if search.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial must be positive, but got {search.cpus_per_trial}")
     if search.gpus_per_trial is not None and search.gpus_per_trial < 0:

@@ -15,7 +15,9 @@ from ray import tune
 
 from data_io import PreparedData, ensure_local
 from model.errors import Diverged, OutOfMemory
-from model.trainer import EpochRecord, fit
+from model.trainer import EpochRecord
+from tune import _rescue
+from tune._objective import METRICS
 from tune.experiment import trial_config
 from tune.outcome import Outcome
 
@@ -49,8 +51,11 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
         torch.cuda.set_per_process_memory_fraction(gpus)
     trial_dir = Path(tune.get_context().get_trial_dir() or tempfile.mkdtemp())
     config.train.output_dir = str(trial_dir / "train")
+    suggested = config.train  # the table and Optuna show the suggested batch, also after a rescue
     restored = tune.get_checkpoint()
+    rescue: dict = {}  # rescued_batch / rescued_accumulation once the trial ran out of memory and was rescued
     if restored is not None:
+        config, rescue = _rescue.restored(trial_dir, config)
         with restored.as_directory() as d:
             local = Path(config.train.output_dir)
             local.mkdir(parents=True, exist_ok=True)
@@ -59,9 +64,9 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
 
     common = {
         "hidden_channels": " ".join(map(str, config.model.hidden_channels)),
-        "batch_size": config.train.batch_size,
-        "gradient_accumulation_steps": config.train.gradient_accumulation_steps,
-        "effective_batch_size": config.train.batch_size * config.train.gradient_accumulation_steps,
+        "batch_size": suggested.batch_size,
+        "gradient_accumulation_steps": suggested.gradient_accumulation_steps,
+        "effective_batch_size": suggested.batch_size * suggested.gradient_accumulation_steps,
         "learning_rate": config.train.learning_rate,
         "trial_started_at": started,
         "node_id": ray.get_runtime_context().get_node_id(),  # which node ran it (nodes may share an IP)
@@ -71,19 +76,21 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
     def report(record: EpochRecord, last_pt: Path, final: bool) -> None:
         last["epoch"] = record.epoch
         values = {k: v for k, v in record.to_dict().items() if v is not None}
-        metrics = {**common, **values, "status": Outcome.OK.value, "trial_finished": final}
+        metrics = {**common, **rescue, **values, "status": Outcome.OK.value, "trial_finished": final}
         with tempfile.TemporaryDirectory() as d:
             _link_or_copy(last_pt, Path(d) / "last.pt")
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    try:
-        fit(config, ensure_local(data), on_epoch=report)  # a node without the cache entry rebuilds it
+    try:  # a node without the cache entry rebuilds it; a restored trial goes on at its checkpoint's batch
+        _rescue.fit_with_rescue(config, ensure_local(data), report, trial_dir, rescue, allowed=restored is None)
     except (OutOfMemory, Diverged) as exc:
         status = (Outcome.OOM if isinstance(exc, OutOfMemory) else Outcome.DIVERGED).value
         peak = getattr(exc, "peak_memory_mb", math.nan)
+        # Every metric an --objective may name, NaN: Ray refuses a result that lacks one of the search's metrics.
         tune.report({
-            **common, "epoch": last["epoch"], "status": status, "trial_finished": True, "device": config.train.device,
-            "val_loss": math.inf, "peak_memory_mb": peak, "message": str(exc)[:300],
+            **{m: math.nan for m in (*METRICS, "val_metric")}, **common, **rescue, "epoch": last["epoch"],
+            "status": status, "trial_finished": True, "device": config.train.device, "val_loss": math.inf,
+            "peak_memory_mb": peak, "message": str(exc)[:300],
         })
 
 

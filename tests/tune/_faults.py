@@ -1,7 +1,8 @@
 """Fault injection inside Ray workers, installed by the shared Ray instance's worker_process_setup_hook.
 
 install() wraps ConvLSTMForecaster.forward so that a model whose summed hidden widths exceed a threshold raises
-the error CUDA raises when it runs out of memory ("oom_above_hidden"), or a plain bug ("bug_above_hidden"); a
+the error CUDA raises when it runs out of memory ("oom_above_hidden"; "oom_above_batch": a forward of more than
+that many samples, so that half the batch fits), or a plain bug ("bug_above_hidden"); a
 model whose summed widths are listed in "nan_widths" / "inf_widths" returns NaN / inf from epoch
 "nonfinite_from_epoch" (default 1) on, so its loss stops being finite. It also wraps the trainer and torch.save:
 - "epoch_sleep_s": each training epoch starts with this sleep, so a test can catch a search at a given moment;
@@ -57,6 +58,12 @@ def install() -> None:
         if limit is not None and width > limit:
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory. Tried to allocate {width} MiB (injected by tests: hidden {width} > {limit})"
+            )
+        limit = faults.get("oom_above_batch")
+        batch = (args[0] if args else kwargs["x"]).shape[0]
+        if limit is not None and batch > limit:
+            raise torch.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {batch} MiB (injected by tests: batch {batch} > {limit})"
             )
         limit = faults.get("bug_above_hidden")
         if limit is not None and width > limit:

@@ -1,0 +1,61 @@
+"""Tracking: --mlflow logs every trial's params and per-epoch metrics (read back with the MLflow client), and the
+TensorBoard event files Ray writes per trial hold the epoch metrics (read with tensorboard's EventAccumulator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tune.conftest import read_results, search_in_process, write_space
+from tune._table import load_trials
+
+mlflow = pytest.importorskip("mlflow")
+
+
+@pytest.fixture(scope="module")
+def tracked(ray_session, demo_nc, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tracked")
+    space = write_space(tmp / "space.yaml", {"hidden_channels": {"layers": 1, "widths": [4, 8]},
+                                             "learning_rate": 1e-3})
+    store = tmp / "mlruns"
+    code, out = search_in_process([
+        "--data", demo_nc, "--space", space, "--batch-size", 4, "--num-samples", 2, "--max-epochs", 2,
+        "--grace-epochs", 2, "--cpus-per-trial", 1, "--mlflow", store.as_uri(), "--storage-path", tmp / "runs",
+        "--name", "tracked", "--seed", 1,
+    ])
+    assert code == 0, out[-3000:]
+    return tmp / "runs" / "tracked", store
+
+
+def test_mlflow_has_one_run_per_trial_with_its_params_and_every_epoch(tracked):
+    experiment, store = tracked
+    client = mlflow.tracking.MlflowClient(tracking_uri=store.as_uri())
+    mlflow_experiment = client.get_experiment_by_name("tracked")
+    runs = client.search_runs([mlflow_experiment.experiment_id])
+    trials = load_trials(experiment)
+    assert len(runs) == len(trials) == 2
+    for _, trial in trials.iterrows():
+        (run,) = [r for r in runs if trial["trial_id"] in r.info.run_name]  # Ray names each run after its trial
+        assert run.data.params["width_0"] == str(trial["hidden_channels"])
+        assert int(run.data.params["gradient_accumulation_steps"]) == trial["accumulation"]
+        assert float(run.data.params["learning_rate"]) == pytest.approx(1e-3)
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        reported = [r["val_loss"] for r in read_results(trial["trial_dir"])]
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(reported)
+        assert len(reported) == 2
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "time_per_epoch_s")] == [1, 2]
+
+
+def test_tensorboard_event_files_hold_every_epoch_of_every_trial(tracked):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    experiment, _ = tracked
+    for trial_dir in load_trials(experiment)["trial_dir"]:
+        (events,) = Path(trial_dir).glob("events.out.tfevents.*")
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        scalars = accumulator.Scalars("ray/tune/val_loss")
+        reported = [r["val_loss"] for r in read_results(trial_dir)]
+        assert [s.value for s in scalars] == pytest.approx(reported, rel=1e-6)  # float32 in the event file
+        assert [s.step for s in scalars] == [1, 2]
