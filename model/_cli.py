@@ -38,7 +38,9 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, exclude: set
                                    help=f"same as --{'' if value else 'no-'}{f.name.replace('_', '-')}")
         elif typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
-            group.add_argument(*names, nargs="+", type=item, metavar=item.__name__.upper(), **kw)
+            # metadata "action": "extend" makes a list flag repeatable (--x a --x b); default: the last one given
+            group.add_argument(*names, nargs="+", type=item, metavar=item.__name__.upper(),
+                               action=f.metadata.get("action", "store"), **kw)
         elif typing.get_origin(kind) is Literal:
             group.add_argument(*names, choices=list(typing.get_args(kind)), **kw)
         else:

@@ -27,11 +27,11 @@ from tests.tune._faults import FAULTS_ENV, write_faults
 
 # The columns the issue asks of the trial table, in its words -> ours.
 ISSUE_COLUMNS = {
-    "rank": "rank", "trial id": "trial_id", "status": "status", "device": "device",
+    "rank": "rank", "trial id": "trial_id", "status": "status", "baseline": "baseline", "device": "device",
     "hidden channels": "hidden_channels", "batch size": "batch_size", "accumulation": "accumulation",
     "effective batch": "effective_batch", "learning rate": "learning_rate", "epochs run": "epochs",
     "time per epoch": "time_per_epoch_s", "peak memory": "peak_memory_mb", "val loss": "val_loss",
-    "val RMSE": "val_rmse",
+    "val RMSE": "val_rmse", "relative to the best baseline": "vs_baseline",
 }
 
 
