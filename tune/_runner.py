@@ -244,7 +244,8 @@ def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
         defaults = TrainConfig()
         config.train.num_epochs = defaults.num_epochs
         config.train.output_dir = str(experiment / ex.BEST_DIR)
-        header = (f"# Best trial {best['trial_id']} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
+        which = f" (the baseline {best['baseline']})" if best.get("baseline") else ""
+        header = (f"# Best trial {best['trial_id']}{which} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
                   f"{best['epochs']} epochs.\n"
                   f"# Train it fully: python train_convlstm.py --config {experiment / ex.BEST_CONFIG}\n")
         (experiment / ex.BEST_CONFIG).write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))
