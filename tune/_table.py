@@ -19,7 +19,8 @@ from tune.outcome import INFEASIBLE, Outcome
 from tune.space import params_to_overrides
 
 COLUMNS = [
-    "rank", "trial_id", "status", "baseline", "device", "hidden_channels", "batch_size", "accumulation", "effective_batch",
+    "rank", "trial_id", "status", "baseline", "device", "hidden_channels", "batch_size", "accumulation",
+    "effective_batch",
     "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss", "val_rmse", "vs_baseline",
 ]
 # Columns that show a config field; every other searched field gets a column of its own name after these.

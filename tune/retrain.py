@@ -107,8 +107,9 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.retrain") -> 
     table = metrics_markdown(metrics)
     against = ""
     if comparison is not None:
-        against = ("\n## Against the baseline (test split)\n\n" + "\n".join(f"- {line}" for line in comparison["lines"])
-                   + f"\n\nThe verification table of every retrained candidate: {out / COMPARISON_DIR / 'metrics.md'}\n")
+        lines = "\n".join(f"- {line}" for line in comparison["lines"])
+        against = (f"\n## Against the baseline (test split)\n\n{lines}\n\n"
+                   f"The verification table of every retrained candidate: {out / COMPARISON_DIR / 'metrics.md'}\n")
     (out / "metrics.md").write_text(f"# {source}\n\n{table}{against}")
     maps = plot_cases(out / "best.pt", data, out / "maps", ns.num_cases, device=config.train.device)
     print(table + against)

@@ -106,7 +106,7 @@ def search_in_process(argv: list) -> tuple[int, str]:
 
     out = io.StringIO()
     with restored_logging(), contextlib.redirect_stdout(out):
-        code = run([str(a) for a in argv])
+        code = run([str(a) for a in without_default_baseline(argv)])
     return code, out.getvalue()
 
 
@@ -146,7 +146,13 @@ def search_env(**extra) -> dict:
     return env
 
 
-SEARCH_CMD = [sys.executable, "-m", "tune.search"]
+def without_default_baseline(argv: list) -> list:
+    """The tests' searches test the search itself: the default dual_stream baseline (with --data) is left out
+    unless a test names --baseline (tests/tune/test_baseline.py tests baselines)."""
+    return list(argv) if "--baseline" in map(str, argv) else [*argv, "--baseline", "none"]
+
+
+SEARCH_CMD = [sys.executable, "-m", "tune.search", "--baseline", "none"]  # see without_default_baseline
 
 
 @dataclass
