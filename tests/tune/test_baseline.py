@@ -113,3 +113,22 @@ def test_bad_baseline_is_one_line_naming_what_is_allowed(tmp_path, capsys):
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1
     assert "--baseline resnet" in err and "dual_stream" in err and "config file" in err and "none" in err
     assert not (tmp_path / "bad").exists()
+
+
+def test_default_baseline_is_dual_stream_with_data_and_none_on_the_demo():
+    from tune._baseline import requested
+
+    assert requested(None, demo=False) == ["dual_stream"] and requested(None, demo=True) == []
+    assert requested(["none"], demo=False) == [] and requested(["stacked", "deep"], demo=True) == ["stacked", "deep"]
+
+
+def test_preset_baseline_takes_the_searchs_data_and_epochs_and_the_presets_model(tmp_path):
+    from model.config import Config
+    from tune._baseline import resolve
+
+    base = Config().to_dict()
+    base["data"]["data"], base["train"]["num_epochs"], base["train"]["batch_size"] = "x.nc", 2, 8
+    (config,) = resolve(["dual_stream"], base).values()
+    assert config["model"]["model_type"] == "dual_stream" and config["model"]["hidden_channels"] == [64, 128]
+    assert config["model"]["topology"] == "unet" and config["data"]["data"] == "x.nc"
+    assert config["train"]["num_epochs"] == 2 and config["train"]["batch_size"] == 8
