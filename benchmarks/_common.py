@@ -12,12 +12,15 @@ import torch
 from data_io.demo import REFERENCE_LEVELS, make_demo
 
 
-def reference_file(path: str | Path, days: int = 400, upstream: bool = False) -> Path:
-    """Reference schema at 0.25 deg (56 channels), cropped to the boxes the run needs to keep it small."""
+def reference_file(path: str | Path, days: int = 400, upstream: bool = False, seed: int = 0,
+                   resolution: float = 0.25) -> Path:
+    """Reference schema (56 channels) at 0.25 deg (or `resolution`), cropped to the boxes the run needs to keep it
+    small; `seed` draws another file of the same generator."""
     path = Path(path)
     if not path.is_file():
         lat, lon = ((25.0, 50.0), (70.0, 125.0)) if upstream else ((25.0, 40.0), (110.0, 125.0))
-        ds = make_demo(seed=0, days=days, resolution=0.25, levels=REFERENCE_LEVELS, lat_range=lat, lon_range=lon)
+        ds = make_demo(seed=seed, days=days, resolution=resolution, levels=REFERENCE_LEVELS, lat_range=lat,
+                       lon_range=lon)
         path.parent.mkdir(parents=True, exist_ok=True)
         ds.to_netcdf(path, engine="netcdf4")
     return path

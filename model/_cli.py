@@ -38,8 +38,8 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, exclude: set
                                    help=f"same as --{'' if value else 'no-'}{f.name.replace('_', '-')}")
         elif typing.get_origin(kind) is list:
             (item,) = typing.get_args(kind)
-            # repeat: `--x A --x B` (and `--x A B`) collect every value instead of keeping the last flag's.
-            action = "extend" if f.metadata.get("repeat") else "store"
+            # repeat / action "extend": `--x A --x B` (and `--x A B`) collect every value, not the last flag's.
+            action = "extend" if f.metadata.get("repeat") or f.metadata.get("action") == "extend" else "store"
             group.add_argument(*names, nargs="+", type=item, metavar=item.__name__.upper(), action=action, **kw)
         elif typing.get_origin(kind) is Literal:
             group.add_argument(*names, choices=list(typing.get_args(kind)), **kw)

@@ -22,6 +22,7 @@ from data_io import ConfigError, DataConfig, PreparedData
 from model.config import TrainConfig
 from tune import _objective, _ray, _tracking
 from tune import experiment as ex
+from tune._baseline import BASELINE_KEY, enqueue as enqueue_baselines
 from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
 from tune.config import SearchConfig
@@ -34,8 +35,9 @@ log = logging.getLogger("convlstm")
 
 def run_search(
     search: SearchConfig, experiment: Path, base: dict, space: dict, data: PreparedData, resuming: bool,
-    callbacks: list | None = None,
+    callbacks: list | None = None, baselines: dict[str, dict] | None = None,
 ) -> int:
+    """`baselines` (tune/_baseline.py: name -> full config) run first, on top of --num-samples searched trials."""
     _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
     if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
@@ -57,7 +59,8 @@ def run_search(
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
     else:
-        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent)
+        tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent,
+                           baselines or {})
     interrupted = _fit(tuner)
     closed = 0 if interrupted else close_running_trials(storage, study_name)
     if closed:
@@ -94,7 +97,8 @@ def _fit(tuner: tune.Tuner) -> bool:
         signal.signal(signal.SIGINT, previous)
 
 
-def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent) -> tune.Tuner:
+def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent,
+               baselines) -> tune.Tuner:
     objectives = _objective.parse(search.objective)
     if [(o.metric, o.mode) for o in objectives] == [("val_loss", "min")]:
         # The default objective follows --metric: the validation split's score in its direction (tune.experiment).
@@ -111,6 +115,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         storage=storage,
         study_name=study_name,
     )
+    enqueue_baselines(_ray.study(searcher), space, baselines)
     scheduler = _FeasibleASHA(
         time_attr="training_iteration", metric=objectives[0].metric, mode=objectives[0].mode, max_t=search.max_epochs,
         grace_period=search.grace_epochs, reduction_factor=2,
@@ -118,7 +123,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
-            search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples,
+            search_alg=searcher, scheduler=scheduler, num_samples=search.num_samples + len(baselines),
             max_concurrent_trials=concurrent, time_budget_s=search.time_budget_s,
             reuse_actors=search.reuse_actors,
         ),
@@ -143,7 +148,9 @@ class _FeasibleASHA(ASHAScheduler):
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
         if result.get("status") in INFEASIBLE:
             return TrialScheduler.CONTINUE  # its last report: the trial ends by itself
-        return super().on_trial_result(tune_controller, trial, result)
+        decision = super().on_trial_result(tune_controller, trial, result)
+        # A baseline is the yardstick: it sits in the rungs like any trial but runs all --max-epochs.
+        return TrialScheduler.CONTINUE if BASELINE_KEY in (trial.config or {}) else decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if result.get("status") in INFEASIBLE:
@@ -242,7 +249,8 @@ def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
         defaults = TrainConfig()
         config.train.num_epochs = defaults.num_epochs
         config.train.output_dir = str(experiment / ex.BEST_DIR)
-        header = (f"# Best trial {best['trial_id']} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
+        which = f" (the baseline {best['baseline']})" if best.get("baseline") else ""
+        header = (f"# Best trial {best['trial_id']}{which} of {experiment.name}: val_loss {best['val_loss']:.4f} after "
                   f"{best['epochs']} epochs.\n"
                   f"# Train it fully: python train_convlstm.py --config {experiment / ex.BEST_CONFIG}\n")
         (experiment / ex.BEST_CONFIG).write_text(header + yaml.safe_dump(config.to_dict(), sort_keys=False))

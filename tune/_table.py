@@ -14,12 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from tune import experiment as ex
+from tune._baseline import name_of
 from tune.outcome import INFEASIBLE, Outcome
 from tune.space import params_to_overrides
 
 COLUMNS = [
-    "rank", "trial_id", "status", "device", "hidden_channels", "batch_size", "accumulation", "effective_batch",
-    "rescued_batch", "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss", "val_rmse",
+    "rank", "trial_id", "status", "baseline", "device", "hidden_channels", "batch_size", "accumulation",
+    "effective_batch", "rescued_batch", "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss",
+    "val_rmse", "vs_baseline",
 ]
 # Columns that show a config field; every other searched field gets a column of its own name after these.
 FIELD_COLUMNS = {"hidden_channels": "hidden_channels", "batch_size": "batch_size",
@@ -71,6 +73,7 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
     row = {
         "trial_id": last.get("trial_id") or _id_from_dirname(trial_dir.name),
         "status": status.value,
+        "baseline": name_of(ex.params(trial_dir)) or "",
         "device": last.get("device", ""),
         **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
         **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
@@ -147,19 +150,33 @@ def load_trials(experiment: str | Path) -> pd.DataFrame:
     at = COLUMNS.index("learning_rate") + 1
     _, column, mode = ex.objective(base)
     metric = [column] if column != "val_loss" else []
-    df = pd.DataFrame(rows, columns=COLUMNS[1:at] + extra + COLUMNS[at:] + metric + ["trial_dir", "history"])
+    df = pd.DataFrame(rows, columns=COLUMNS[1:at] + extra + COLUMNS[at:-1] + metric + ["trial_dir", "history"])
     order = df.assign(_bad=df[column].isna()).sort_values(["_bad", column], ascending=[True, mode == "min"],
                                                           kind="stable").index
     df = df.loc[order].reset_index(drop=True)
     df.insert(0, "rank", range(1, len(df) + 1))
     df.attrs["objective"] = (column, mode)
+    df["vs_baseline"] = vs_baseline(df)
     return df
+
+
+def best_baseline(df: pd.DataFrame) -> pd.Series | None:
+    """The baseline trial with the lowest val loss (None when no baseline has one)."""
+    return ex.best_trial(df[df["baseline"].fillna("") != ""]) if "baseline" in df else None
+
+
+def vs_baseline(df: pd.DataFrame) -> pd.Series:
+    """Each trial's val loss relative to the best baseline's: -0.1 = 10% lower (better); empty without one."""
+    best = best_baseline(df)
+    if best is None or not best["val_loss"] > 0:
+        return pd.Series([None] * len(df), index=df.index, dtype=object)
+    return df["val_loss"] / best["val_loss"] - 1
 
 
 # Display formats of the number columns; the search's printout and every report format share them.
 NUMBER_FORMATS = {"learning_rate": "{:.2e}", "time_per_epoch_s": "{:.2f}", "peak_memory_mb": "{:.0f}",
                   "val_loss": "{:.4f}", "val_rmse": "{:.4g}", "batch_size": "{:.0f}", "accumulation": "{:.0f}",
-                  "effective_batch": "{:.0f}", "rescued_batch": "{:.0f}"}
+                  "effective_batch": "{:.0f}", "rescued_batch": "{:.0f}", "vs_baseline": "{:+.1%}"}
 
 
 def formatted(df: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,12 @@ class SearchConfig:
     space: str | None = field(
         default=None, metadata={"help": "YAML file that replaces or narrows parts of the search space"}
     )
+    baseline: list[str] | None = field(
+        default=None,
+        metadata={"help": "the user's own model, run first (repeatable): a preset (stacked, shallow, deep, "
+                          "dual_stream, dual_stream_deep), a config file (e.g. a best_config.yaml) or none "
+                          "(default: dual_stream with --data, none on the demo data)", "action": "extend"},
+    )
     cpus_per_trial: float = 1.0
     gpus_per_trial: float | None = field(
         default=None,

@@ -120,9 +120,14 @@ def failed(trial_dir: Path) -> bool:
 
 
 def trial_config(base: dict, trial_params: dict) -> Config:
-    """The search's fixed config with this trial's suggested params on top."""
+    """The search's fixed config with this trial's suggested params on top (a baseline's: its own config)."""
     from model._cli import build
+    from tune._baseline import BASELINE_KEY
 
+    if isinstance(trial_params.get(BASELINE_KEY), dict):  # a baseline runs exactly its own config
+        config = build(Config, trial_params[BASELINE_KEY]["config"], "baseline config")
+        config.validate()
+        return config
     nested = {k: dict(base.get(k, {})) for k in SECTIONS}
     _merge(nested, params_to_overrides(trial_params), "trial params")
     config = build(Config, nested, "trial config")

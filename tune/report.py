@@ -23,7 +23,7 @@ from tune.outcome import FITTED, Outcome
 
 FORMATS = ("table", "csv", "markdown", "html", "json")
 STATUSES = tuple(o.flag for o in Outcome)
-TEXT_COLUMNS = {"trial_id", "status", "device", "hidden_channels"}
+TEXT_COLUMNS = {"trial_id", "status", "baseline", "device", "hidden_channels"}
 
 
 def parser(prog: str = "python -m tune.report") -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from data_io import ConfigError, prepare
 from model._cli import add_dataclass_flags, build
 from model._main import run_cli, setup_logging
 from model.config import add_config_flags, config_from_args
+from tune import _baseline
 from tune.config import SearchConfig
 from tune.experiment import Experiment
 from tune.space import NOT_SEARCHABLE, checked, load_space
@@ -72,21 +73,24 @@ def run(argv: list[str] | None = None, prog: str = "python -m tune.search", call
         saved = Experiment(experiment).search()
         base = saved["config"]
         space_spec = checked(saved["space"], str(experiment / "search.yaml"), base)  # also an older folder's form
+        baselines = {}  # a resumed study has its baselines already
         log.info("Resuming %s", experiment)
     else:
         config = config_from_args(trainer_ns, base={"num_workers": 0})
-        if config.data.data is None:
+        demo = config.data.data is None
+        if demo:
             config.data.data = str(demo_path())
             log.info("No --data given: searching on the demo dataset %s", config.data.data)
         config.train.num_epochs = search.max_epochs
         base = config.to_dict()
         space_spec = load_space(search.space, base, fixed)
+        baselines = _baseline.resolve(_baseline.requested(search.baseline, demo), base)
 
     setup_logging(experiment / "search.log")
     from tune._runner import run_search  # imports Ray: after the cheap argument checks
 
     data = prepare(build_data_config(base))
-    return run_search(search, experiment, base, space_spec, data, resuming, callbacks)
+    return run_search(search, experiment, base, space_spec, data, resuming, callbacks, baselines=baselines)
 
 
 def build_data_config(base: dict):
@@ -107,6 +111,8 @@ def _validate(search: SearchConfig) -> None:
 
     parse(search.objective)  # refuses an unknown metric or mode before any Ray start
     check(search.mlflow)
+    if search.baseline is not None:
+        _baseline.requested(search.baseline, demo=False)  # the names, before the demo data is written
     if search.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial must be positive, but got {search.cpus_per_trial}")
     if search.gpus_per_trial is not None and search.gpus_per_trial < 0:

@@ -221,17 +221,30 @@ def _has_type(value: Any, kind: Any, optional: bool) -> bool:
     return isinstance(value, kind)
 
 
-def define_by_run(trial, spec: dict[str, Any], base: dict | None = None) -> None:
+def define_by_run(trial, spec: dict[str, Any], base: dict | None = None) -> dict | None:
     """Called by OptunaSearch for every new trial (module level: lambdas break experiment checkpoints).
 
     Unconditional keys first, then conditional ones in the space's order, each against this trial's values so far
-    (or the fixed config's, for a key this trial does not vary)."""
+    (or the fixed config's, for a key this trial does not vary). A baseline (tune/_baseline.py) is enqueued
+    with its params inside the space: those are suggested (Optuna hands back the enqueued values) and its full
+    config returned, which Ray puts in the trial's params."""
+    from tune import _baseline
+
+    name = (getattr(trial, "user_attrs", None) or {}).get(_baseline.USER_ATTR)
+    if name is not None:
+        config = trial.user_attrs["config"]
+        fixed_params = _baseline.in_space_params(spec, config)
+        for key, value in spec.items():
+            if (LAYERS_PARAM if "layers" in value else key) in fixed_params:
+                _suggest(trial, key, value)
+        return {_baseline.BASELINE_KEY: {"name": name, "config": config}}
     chosen: dict[str, Any] = {}
     fixed = {k: v for section in (base or {}).values() if isinstance(section, dict) for k, v in section.items()}
     for key, value in sorted(spec.items(), key=lambda kv: bool(kv[1].get("when"))):
         if any(chosen.get(k, fixed.get(k)) not in wanted for k, wanted in value.get("when", {}).items()):
             continue
         chosen[key] = _suggest(trial, key, value)
+    return None
 
 
 def _suggest(trial, key: str, value: dict[str, Any]) -> Any:

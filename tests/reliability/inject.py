@@ -104,7 +104,7 @@ def _reap_ray(ray_tmp: str, wait_s: float = 15.0) -> int:
 
 def _search(args: list, ray_tmp: str, faults_file: Path, log: Path) -> subprocess.Popen:
     with log.open("a") as out:
-        return subprocess.Popen([sys.executable, "-m", "tune.search", *map(str, args)], cwd=ROOT,
+        return subprocess.Popen([sys.executable, "-m", "tune.search", "--baseline", "none", *map(str, args)], cwd=ROOT,
                                 env=_env(ray_tmp, faults_file), stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -33,7 +33,8 @@ def experiment(tmp_path_factory) -> Path:
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CONVLSTM_TEST_FAULTS")}
         env.update(RAY_TMPDIR=ray_tmp, CUDA_VISIBLE_DEVICES="")
         args = ["--data", data, "--num-samples", "3", "--max-epochs", "2", "--grace-epochs", "2",
-                "--forecast-steps", "2", "--storage-path", base, "--name", "x", "--cpus-per-trial", "1"]
+                "--forecast-steps", "2", "--baseline", "none", "--storage-path", base, "--name", "x",
+                "--cpus-per-trial", "1"]
         try:
             proc = subprocess.run([sys.executable, "-m", "tune.search", *map(str, args)], cwd=ROOT, env=env,
                                   capture_output=True, text=True, timeout=300)
