@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from data_io import _grid
@@ -149,6 +150,26 @@ def time_step(times: np.ndarray, source: str = "the file") -> np.timedelta64:
                         "pass a file with at least two steps")
     values, counts = np.unique(spacings(times), return_counts=True)
     return values[int(np.argmax(counts))]
+
+
+def regular_steps(times: np.ndarray) -> np.ndarray:
+    """Per spacing, whether it is one time step. Monthly and yearly files are calendar-regular: a step of 28-31
+    (365-366) days counts as one when the stamps are in consecutive months (years), whatever the month's length."""
+    diffs = spacings(times)
+    step = time_step(times)
+    day = np.timedelta64(1, "D")
+    for low, high, unit in ((28, 31, 12), (365, 366, 1)):
+        if low * day <= step <= high * day:
+            years = np.array([t.year for t in _stamps(times)])
+            months = np.array([t.month for t in _stamps(times)])
+            index = years * 12 + months - 1 if unit == 12 else years
+            return np.diff(index) == 1
+    return diffs == step
+
+
+def _stamps(times: np.ndarray) -> list:
+    """Objects with .year/.month: pandas Timestamps for numpy datetimes, the cftime dates themselves."""
+    return list(pd.DatetimeIndex(times)) if np.issubdtype(np.asarray(times).dtype, np.datetime64) else list(times)
 
 
 # ---- the selection -------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 
 from data_io._errors import ConfigError, DataError
 from data_io.config import DataConfig
-from data_io.read import spacings, time_step
+from data_io.read import regular_steps, spacings, time_step
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def window_starts(bounds: tuple[int, int], cfg: DataConfig, times: np.ndarray | 
     starts = np.arange(start, max(start, stop - span + 1), dtype=np.int64)
     if times is None or starts.size == 0 or len(times) < 2:
         return starts
-    irregular = np.concatenate([[0], np.cumsum(spacings(times) != time_step(times))])
+    irregular = np.concatenate([[0], np.cumsum(~regular_steps(times))])
     return starts[irregular[starts + span - 1] == irregular[starts]]
 
 
@@ -81,10 +81,10 @@ def log_dropped_windows(times: np.ndarray, cfg: DataConfig, bounds: dict[str, tu
     dropped = {name: len(window_starts(b, cfg)) - len(window_starts(b, cfg, times)) for name, b in bounds.items()}
     total = sum(dropped.values())
     if total:
-        diffs, step = spacings(times), time_step(times)
+        diffs, step, regular = spacings(times), time_step(times), regular_steps(times)
         worst = np.argsort(-np.abs(diffs - step).astype("int64"), kind="stable")
-        gaps = ", ".join(f"{_stamp(times[i])} -> {_stamp(times[i + 1])} ({_text(diffs[i])})"
-                         for i in worst[:3] if diffs[i] != step)
+        gaps = ", ".join([f"{_stamp(times[i])} -> {_stamp(times[i + 1])} ({_text(diffs[i])})"
+                          for i in worst if not regular[i]][:3])
         log.warning(
             "%s: dropped %d window(s) that span a gap or an irregular step (time step %s; %s); largest gaps: %s",
             path, total, _text(step), ", ".join(f"{k} {v}" for k, v in dropped.items()), gaps,

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from data_io import (ConfigError, DataError, NormStats, PreparedData, data_label, open_dataset, prepare, sources,
-                     spacings)
+from data_io import ConfigError, DataError, NormStats, PreparedData, data_label, open_dataset, prepare, sources
+from data_io.read import regular_steps
 from data_io._coords import to_file_convention
 from data_io.read import extra_dims, horizontal_dims
 from model import checkpoint as ckpt_io
@@ -82,9 +82,9 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> None:
 def _regular(times: np.ndarray, ends: np.ndarray, window: int, step, path: str, explicit: bool) -> np.ndarray:
     """The initialisations whose `window` input steps are exactly one time step apart, as every training window
     was. One asked for by name that spans a gap is refused; over a period such windows are left out (logged)."""
-    keep = []
+    keep, regular = [], regular_steps(times)
     for end in ends:
-        gaps = np.flatnonzero(spacings(times[end - window + 1 : end + 1]) != step)
+        gaps = np.flatnonzero(~regular[end - window + 1 : end])
         if not gaps.size:
             keep.append(end)
         elif explicit:
