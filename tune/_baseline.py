@@ -89,7 +89,7 @@ def flat(config: dict) -> dict[str, Any]:
 
 def in_space_params(spec: dict[str, Any], config: dict) -> dict[str, Any]:
     """The Optuna params of the baseline's values that lie inside the space (others are left out)."""
-    from tune.space import LAYERS_PARAM, WIDTH_PARAM
+    from tune._params import LAYERS_PARAM, WIDTH_PARAM
 
     values = flat(config)
     out: dict[str, Any] = {}

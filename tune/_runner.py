@@ -150,7 +150,7 @@ class _FeasibleASHA(ASHAScheduler):
             return TrialScheduler.CONTINUE  # its last report: the trial ends by itself
         decision = super().on_trial_result(tune_controller, trial, result)
         # A baseline is the yardstick: it sits in the rungs like any trial but runs all --max-epochs.
-        return TrialScheduler.CONTINUE if BASELINE_KEY in (trial.config or {}) else decision
+        return TrialScheduler.CONTINUE if BASELINE_KEY in (getattr(trial, "config", None) or {}) else decision
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         if result.get("status") in INFEASIBLE:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from data_io import ConfigError
+from tune._params import LAYERS_PARAM, WIDTH_PARAM
 from model.config import SECTIONS, Config
 
 DEFAULT_SPACE: dict[str, Any] = {
@@ -35,7 +36,6 @@ DEFAULT_SPACE: dict[str, Any] = {
 # Fields a trial does not choose: it writes into its own folder, resumes from Tune checkpoints, runs --max-epochs
 # epochs, and gets its devices from --gpus-per-trial (data-parallel training is the retrain's).
 NOT_SEARCHABLE = frozenset({"resume", "output_dir", "num_epochs", "num_gpus", "ddp_cpu_workers"})
-LAYERS_PARAM, WIDTH_PARAM = "num_layers", "width_{}"
 
 
 def _field_types() -> dict[str, tuple[str, Any]]:

@@ -29,7 +29,8 @@ from tests.tune._faults import FAULTS_ENV, write_faults
 ISSUE_COLUMNS = {
     "rank": "rank", "trial id": "trial_id", "status": "status", "baseline": "baseline", "device": "device",
     "hidden channels": "hidden_channels", "batch size": "batch_size", "accumulation": "accumulation",
-    "effective batch": "effective_batch", "learning rate": "learning_rate", "epochs run": "epochs",
+    "effective batch": "effective_batch", "rescued at batch": "rescued_batch", "learning rate": "learning_rate",
+    "epochs run": "epochs",
     "time per epoch": "time_per_epoch_s", "peak memory": "peak_memory_mb", "val loss": "val_loss",
     "val RMSE": "val_rmse", "relative to the best baseline": "vs_baseline",
 }

@@ -38,7 +38,8 @@ def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, t
 
     assert {"metrics.csv", "plots", "maps"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert "best config" in metrics["meta"]["config"] and "test split" in metrics["meta"]["scored"]
+    assert "picked by validation among the top 3" in metrics["meta"]["config"]
+    assert "test split" in metrics["meta"]["scored"]
     rows = pd.DataFrame(metrics["rows"])
     precip = rows[rows["variable"] == "precipitation"]
     assert set(precip["model"]) == {"model", "persistence", "climatology"}
