@@ -11,26 +11,16 @@ import pytest
 import torch
 import xarray as xr
 
-from data_io import DataConfig, NormStats
+from data_io import NormStats
 from data_io.demo import write_demo
 from data_io.normalize import normalize_inplace
 from model import checkpoint as ckpt_io
-from model.config import Config, ModelConfig, TrainConfig
 from model.predict import main
 from model.rolling import Feedback, rolling_forecast
-from model.trainer import fit
+
+from tests.model.test_predict import _train  # noqa: E402  (one tiny-checkpoint trainer for both files)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _train(data: Path, out: Path, **data_kw) -> Path:
-    config = Config(
-        data=DataConfig(data=str(data), **data_kw),
-        model=ModelConfig(hidden_channels=[4]),
-        train=TrainConfig(output_dir=str(out), device="cpu", num_epochs=1, num_workers=0, batch_size=8),
-    )
-    fit(config)
-    return out / "best.pt"
 
 
 @pytest.fixture(scope="module")
