@@ -17,6 +17,11 @@ def optuna_trial(searcher: Any, trial_id: str) -> optuna.Trial | None:
     return searcher._ot_trials.get(trial_id)
 
 
+def forget_asked(searcher: Any, trial_id: str) -> None:
+    """Drop the Optuna trial OptunaSearch asked for this Tune trial, so that its next suggest() asks a new one."""
+    searcher._ot_trials.pop(trial_id, None)
+
+
 def already_told(searcher: Any, trial_id: str) -> bool:
     """Whether OptunaSearch has told Optuna how this trial ended."""
     return trial_id in searcher._completed_trials

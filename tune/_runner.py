@@ -8,6 +8,7 @@ import logging
 import shutil
 import os
 import signal
+import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
@@ -20,7 +21,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from data_io import ConfigError, DataConfig, PreparedData
 from model.config import TrainConfig
-from tune import _objective, _ray, _tracking
+from model.memory import DataShape
+from tune import _objective, _preflight, _ray, _tracking
 from tune import experiment as ex
 from tune._baseline import BASELINE_KEY, enqueue as enqueue_baselines
 from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
@@ -42,15 +44,21 @@ def run_search(
     gpus = _gpus_per_trial(search, base["train"]["device"])
     if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
         ex.Experiment(experiment).write_search(base, space, asdict(search))
-    resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
-    concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, gpus)
+    smallest = _preflight.SHARES[0] if gpus == "auto" else gpus
+    concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, smallest)
     log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus,
              concurrent)
+    wanted = search.preflight if search.preflight is not None else bool(gpus) or search.preflight_memory_mb is not None
+    preflight = _preflight_for(search, experiment, base, data, gpus, concurrent) if wanted else None
+    if gpus == "auto":
+        resources = functools.partial(_auto_resources, cpus=search.cpus_per_trial, preflight=preflight)
+    else:
+        resources = {"cpu": search.cpus_per_trial, "gpu": gpus}
     # A space over data fields gets a store that prepares each distinct data config once, for every trial.
     store = DataStore.remote() if any(FIELDS[k][0] == "data" for k in space) else None
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, base=base, store=store,
-                             resources={"cpus": search.cpus_per_trial, "gpus": gpus}),
+                             resources={"cpus": search.cpus_per_trial}),
         resources,
     )
     storage = optuna.storages.RDBStorage(f"sqlite:///{experiment / ex.OPTUNA_DB}")
@@ -60,7 +68,7 @@ def run_search(
                                    resume_errored=False, restart_errored=False)
     else:
         tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent,
-                           baselines or {})
+                           baselines or {}, preflight)
     interrupted = _fit(tuner)
     closed = 0 if interrupted else close_running_trials(storage, study_name)
     if closed:
@@ -98,7 +106,7 @@ def _fit(tuner: tune.Tuner) -> bool:
 
 
 def _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent,
-               baselines) -> tune.Tuner:
+               baselines, preflight=None) -> tune.Tuner:
     objectives = _objective.parse(search.objective)
     if [(o.metric, o.mode) for o in objectives] == [("val_loss", "min")]:
         # The default objective follows --metric: the validation split's score in its direction (tune.experiment).
@@ -114,6 +122,8 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         ),
         storage=storage,
         study_name=study_name,
+        preflight=preflight,
+        experiment=experiment,
     )
     enqueue_baselines(_ray.study(searcher), space, baselines)
     scheduler = _FeasibleASHA(
@@ -220,15 +230,22 @@ def _connect(address: str | None, experiment: Path) -> None:
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
 
 
-def _gpus_per_trial(search: SearchConfig, device: str) -> float:
+def _gpus_per_trial(search: SearchConfig, device: str) -> float | str:
+    """The GPU share of every trial, or "auto" (a share per config from the memory pre-flight)."""
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if device == "cpu":
         return 0.0
+    if search.gpus_per_trial == "auto":
+        if cluster_gpus == 0:
+            raise ConfigError("--gpus-per-trial auto: this Ray cluster has no GPUs; leave it out to train on CPUs")
+        if search.preflight is False:
+            raise ConfigError("--gpus-per-trial auto needs the memory pre-flight; drop --no-preflight")
+        return "auto"
     if search.gpus_per_trial is None:
         return 1.0 if cluster_gpus >= 1 else 0.0
-    if search.gpus_per_trial > 0:
+    if float(search.gpus_per_trial) > 0:
         node_max = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
-        if search.gpus_per_trial > node_max:
+        if float(search.gpus_per_trial) > node_max:
             raise ConfigError(
                 f"--gpus-per-trial {search.gpus_per_trial}: the largest node of this Ray cluster has {node_max:g} "
                 "GPU(s); ask for at most that, or 0 to train on CPUs"
@@ -236,6 +253,34 @@ def _gpus_per_trial(search: SearchConfig, device: str) -> float:
     if device == "cuda" and cluster_gpus == 0:
         raise ConfigError("--device cuda: this Ray cluster has no GPUs; use --device auto or cpu")
     return float(search.gpus_per_trial)
+
+
+def _auto_resources(config: dict, cpus: float, preflight: _preflight.Preflight) -> dict:
+    """--gpus-per-trial auto: the smallest share of the menu that this config's predicted memory fits."""
+    return {"cpu": cpus, "gpu": preflight.check(config).share}
+
+
+def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: PreparedData, gpus: float | str,
+                   concurrent: int) -> _preflight.Preflight:
+    """The pre-flight of this search: the calibration from preflight.json, or probed now on the trials' device."""
+    shape = DataShape.of(data)
+    config = ex.trial_config(base, {})
+    device = "cuda" if gpus else "cpu"
+    key = _preflight.cache_key(shape, config, device)
+    calibration = _preflight.load_cached(experiment, key)
+    if calibration is None:
+        if device == "cuda":  # on a node with a GPU, in a share of its own, as a trial would be
+            share = _preflight.SHARES[0] if gpus == "auto" else min(float(gpus), 1.0)
+            task = ray.remote(num_cpus=search.cpus_per_trial, num_gpus=share)(_preflight.calibrate)
+            calibration = ray.get(task.remote(config, shape, device))
+        else:
+            calibration = _preflight.calibrate(config, shape, device)
+        _preflight.save(experiment, key, calibration)
+    budget = search.preflight_memory_mb
+    if budget is None and device == "cpu":  # the host's memory over the trials that run at once
+        budget = calibration.total_mb / max(1, concurrent)
+    return _preflight.Preflight(base=base, shape=shape, calibration=calibration, margin=search.preflight_margin,
+                                share="auto" if gpus == "auto" else float(gpus), budget_mb=budget)
 
 
 def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
@@ -258,6 +303,6 @@ def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:
         print(f"Optuna study: optuna-dashboard sqlite:///{experiment / ex.OPTUNA_DB}")
     if interrupted:
         print(f"Interrupted: resume with --name {experiment.name} --storage-path {experiment.parent} --resume")
-        return 130
-    return 0
+    sys.stdout.flush()  # before Ray's own shutdown at exit: the table and this line are what the user reads
+    return 130 if interrupted else 0
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tune import _preflight
 from tune import experiment as ex
 from tune._baseline import name_of
 from tune.outcome import INFEASIBLE, Outcome
@@ -20,7 +21,8 @@ from tune.space import params_to_overrides
 
 COLUMNS = [
     "rank", "trial_id", "status", "baseline", "device", "hidden_channels", "batch_size", "accumulation",
-    "effective_batch", "rescued_batch", "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb", "val_loss",
+    "effective_batch", "rescued_batch", "learning_rate", "epochs", "time_per_epoch_s", "peak_memory_mb",
+    "predicted_mb", "available_mb", "val_loss",
     "val_rmse", "vs_baseline",
 ]
 # Columns that show a config field; every other searched field gets a column of its own name after these.
@@ -68,7 +70,7 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
     by_epoch = {r.get("epoch", i): r for i, r in enumerate(results) if r.get("status") == Outcome.OK}
     ok_epochs = [by_epoch[e] for e in sorted(by_epoch)]
     val = last.get("val_loss")
-    values = _config_values(trial_dir, base)
+    values = _config_values(ex.params(trial_dir), base)
     batch, accum = values.get("batch_size"), values.get("gradient_accumulation_steps")
     row = {
         "trial_id": last.get("trial_id") or _id_from_dirname(trial_dir.name),
@@ -96,9 +98,24 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
     return row
 
 
-def _config_values(trial_dir: Path, base: dict | None) -> dict:
+def skipped_row(decision: dict, base: dict | None, searched: list[str] = ()) -> dict:
+    """A config the memory pre-flight did not launch (tune/_preflight.py): its params and the predicted memory."""
+    params = decision.get("params") or {}
+    values = _config_values(params, base)
+    batch, accum = values.get("batch_size"), values.get("gradient_accumulation_steps")
+    return {
+        "trial_id": decision["trial_id"], "status": Outcome.SKIPPED.value, "baseline": name_of(params) or "",
+        "device": "", **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
+        **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
+        "effective_batch": (batch or 0) * (accum or 0) or None, "rescued_batch": None, "epochs": 0,
+        "time_per_epoch_s": None, "peak_memory_mb": None, "predicted_mb": decision.get("predicted_mb"),
+        "available_mb": decision.get("available_mb"), "val_loss": None, "val_rmse": None, "trial_dir": "",
+        "history": [],
+    }
+
+
+def _config_values(params: dict, base: dict | None) -> dict:
     """The trial's full config, flat; its suggested params alone when the search's config is unknown."""
-    params = ex.params(trial_dir)
     if base is None:
         return params_to_overrides(params)
     config = ex.trial_config(base, params).to_dict()
@@ -146,6 +163,12 @@ def load_trials(experiment: str | Path) -> pd.DataFrame:
     base = exp.base() if exp.is_search() else None
     searched = exp.searched_keys()
     rows = [trial_row(d, base, searched) for d in exp.trial_dirs()]
+    decisions = _preflight.decisions(Path(experiment))
+    launched = {d["trial_id"]: d for d in decisions if not d.get("skipped")}
+    for row in rows:
+        row["predicted_mb"] = launched.get(row["trial_id"], {}).get("predicted_mb")
+        row["available_mb"] = launched.get(row["trial_id"], {}).get("available_mb")
+    rows += [skipped_row(d, base, searched) for d in decisions if d.get("skipped")]
     extra = [k for k in searched if k not in FIELD_COLUMNS.values()]
     at = COLUMNS.index("learning_rate") + 1
     _, column, mode = ex.objective(base)
@@ -176,7 +199,8 @@ def vs_baseline(df: pd.DataFrame) -> pd.Series:
 # Display formats of the number columns; the search's printout and every report format share them.
 NUMBER_FORMATS = {"learning_rate": "{:.2e}", "time_per_epoch_s": "{:.2f}", "peak_memory_mb": "{:.0f}",
                   "val_loss": "{:.4f}", "val_rmse": "{:.4g}", "batch_size": "{:.0f}", "accumulation": "{:.0f}",
-                  "effective_batch": "{:.0f}", "rescued_batch": "{:.0f}", "vs_baseline": "{:+.1%}"}
+                  "effective_batch": "{:.0f}", "rescued_batch": "{:.0f}", "vs_baseline": "{:+.1%}",
+                  "predicted_mb": "{:.0f}", "available_mb": "{:.0f}"}
 
 
 def formatted(df: pd.DataFrame) -> pd.DataFrame:

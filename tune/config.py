@@ -26,11 +26,24 @@ class SearchConfig:
                           "(default: dual_stream with --data, none on the demo data)", "action": "extend"},
     )
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float | None = field(
+    gpus_per_trial: str | None = field(
         default=None,
         metadata={
-            "help": "GPUs per trial; a fraction packs trials on one GPU (default: 1 when the cluster has GPUs, else 0)"
+            "help": "GPUs per trial; a fraction packs trials on one GPU; auto: per trial the smallest of 1/8, 1/4, "
+                    "1/2, 1 that its predicted memory fits (default: 1 when the cluster has GPUs, else 0)"
         },
+    )
+    preflight: bool | None = field(
+        default=None,
+        metadata={"help": "predict each config's peak memory before it launches and skip (as infeasible) those "
+                          "that cannot fit their GPU share, or on CPU the host's memory over the trials at once "
+                          "(default: on for GPU trials, and on CPU with --preflight-memory-mb)"},
+    )
+    preflight_margin: float = field(
+        default=1.1, metadata={"help": "the pre-flight compares prediction x margin with the memory available"}
+    )
+    preflight_memory_mb: float | None = field(
+        default=None, metadata={"help": "memory a trial may use, MB, instead of its GPU share's (or host) memory"}
     )
     objective: str = field(
         default="val_loss:min",

@@ -15,6 +15,7 @@ class Outcome(str, enum.Enum):
     OOM = "oom"
     DIVERGED = "diverged"
     ERROR = "error"
+    SKIPPED = "skipped"  # the memory pre-flight predicted it would not fit: never launched
     PENDING = "pending"  # started, nothing reported yet (or not started)
 
     def __str__(self) -> str:
@@ -41,5 +42,5 @@ class Outcome(str, enum.Enum):
         return cls(text.replace("_", " ").replace("-", " ").strip().lower())
 
 
-INFEASIBLE = frozenset({Outcome.OOM, Outcome.DIVERGED})
+INFEASIBLE = frozenset({Outcome.OOM, Outcome.DIVERGED, Outcome.SKIPPED})
 FITTED = frozenset({Outcome.OK, Outcome.STOPPED_EARLY})

@@ -115,8 +115,19 @@ def _validate(search: SearchConfig) -> None:
         _baseline.requested(search.baseline, demo=False)  # the names, before the demo data is written
     if search.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial must be positive, but got {search.cpus_per_trial}")
-    if search.gpus_per_trial is not None and search.gpus_per_trial < 0:
-        raise ConfigError(f"--gpus-per-trial must be 0 or more, but got {search.gpus_per_trial}")
+    if search.gpus_per_trial is not None and search.gpus_per_trial != "auto":
+        try:
+            ok = float(search.gpus_per_trial) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ConfigError(f"--gpus-per-trial must be a number of 0 or more, or auto, but got "
+                              f"{search.gpus_per_trial}")
+    if not search.preflight_margin > 0:
+        raise ConfigError(f"--preflight-margin must be positive (1.1 = 10% headroom), but got "
+                          f"{search.preflight_margin}")
+    if search.preflight_memory_mb is not None and not search.preflight_memory_mb > 0:
+        raise ConfigError(f"--preflight-memory-mb must be positive, but got {search.preflight_memory_mb}")
 
 
 def _resuming(search: SearchConfig, experiment: Path) -> bool:

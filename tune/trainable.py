@@ -45,7 +45,8 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
         data = ray.get(ref)
     config.train.device = pick_device(config.train.device)
     torch.set_num_threads(max(1, int(resources.get("cpus", 1))))
-    gpus = float(resources.get("gpus", 0) or 0)
+    # This trial's share (with --gpus-per-trial auto, each trial's own), as Ray assigned it.
+    gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0) or 0)
     if config.train.device == "cuda" and 0 < gpus < 1:
         # Our share of the card: a config too big for it runs out of memory itself, not its neighbour.
         torch.cuda.set_per_process_memory_fraction(gpus)

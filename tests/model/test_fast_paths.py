@@ -41,6 +41,7 @@ def test_channels_last_model_gives_the_same_forecast(data):
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow  # ~100 s on 2 CPU cores (inductor compiles the model): python -m pytest -m slow
 def test_compiled_training_matches_eager_training(data, tmp_path):
     def run(compile_model: bool) -> list:
         config = Config(

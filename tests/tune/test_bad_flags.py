@@ -25,9 +25,12 @@ def _exit_code_and_line(argv: list, capsys) -> tuple[int, str]:
         (["--num-samples", "0"], "--num-samples must be a positive integer, but got 0"),
         (["--max-epochs", "2", "--grace-epochs", "3"], "--grace-epochs 3 is more than --max-epochs 2"),
         (["--cpus-per-trial", "0"], "--cpus-per-trial must be positive, but got 0.0"),
-        (["--gpus-per-trial", "-1"], "--gpus-per-trial must be 0 or more, but got -1.0"),
+        (["--gpus-per-trial", "-1"], "--gpus-per-trial must be a number of 0 or more, or auto, but got -1"),
+        (["--gpus-per-trial", "some"], "--gpus-per-trial must be a number of 0 or more, or auto, but got some"),
+        (["--preflight-margin", "0"], "--preflight-margin must be positive (1.1 = 10% headroom), but got 0.0"),
+        (["--preflight-memory-mb", "-5"], "--preflight-memory-mb must be positive, but got -5.0"),
     ],
-    ids=["num-samples", "grace-epochs", "cpus-per-trial", "negative-gpus"],
+    ids=["num-samples", "grace-epochs", "cpus-per-trial", "negative-gpus", "gpus-word", "margin", "budget"],
 )
 def test_out_of_range_search_flag_is_one_line_and_exit_2(flags, phrase, demo_nc, tmp_path, capsys):
     code, line = _exit_code_and_line(["--data", demo_nc, "--storage-path", tmp_path, "--name", "x", *flags], capsys)
@@ -69,7 +72,7 @@ def test_more_gpus_per_trial_than_the_cluster_has_is_one_line_and_leaves_no_expe
                                                                                         capsys):
     argv = ["--data", demo_nc, "--storage-path", tmp_path, "--name", "gpus", "--gpus-per-trial", 2]
     code, line = _exit_code_and_line(argv, capsys)
-    assert code == 2 and "--gpus-per-trial 2.0: the largest node of this Ray cluster has 0 GPU(s)" in line, line
+    assert code == 2 and "--gpus-per-trial 2: the largest node of this Ray cluster has 0 GPU(s)" in line, line
     assert not (tmp_path / "gpus" / "search.yaml").exists(), "a rerun with the same --name would resume it"
 
 

@@ -26,6 +26,17 @@ def test_optuna_search_keeps_its_optuna_trial_per_tune_trial_in__ot_trials():
     assert _ray.optuna_trial(searcher, "never-asked") is None
 
 
+def test_optuna_search_asks_a_new_optuna_trial_once_forgotten_from__ot_trials():
+    searcher = _searcher()
+    searcher.suggest("t1")
+    first = _ray.optuna_trial(searcher, "t1")
+    _ray.study(searcher).tell(first, state=optuna.trial.TrialState.PRUNED)
+    _ray.forget_asked(searcher, "t1")
+    assert _ray.optuna_trial(searcher, "t1") is None
+    searcher.suggest("t1")
+    assert _ray.optuna_trial(searcher, "t1").number == first.number + 1
+
+
 def test_optuna_search_records_told_trials_in__completed_trials():
     searcher = _searcher()
     searcher.suggest("t1")

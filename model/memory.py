@@ -1,0 +1,112 @@
+"""How much memory a config needs to train: counted exactly on the meta device, measured by a one-step probe.
+
+- `footprint(config, shape)`: what the training step holds, from the model itself rather than from a formula per
+  variant: the model is built and run forward on the meta device (no memory, no data, milliseconds), and every
+  tensor autograd saves for the backward is counted once (by storage). Weights, gradients and AdamW's two states
+  come from the parameter count. Counted in fp32: autocast does not act on meta tensors, so the probe's calibration
+  (tune/_preflight.py) carries the AMP ratio.
+- `probe(config, shape, device)`: one real training micro-step (forward, loss, backward, optimizer step) on random
+  data of that shape on the device; its peak allocated memory. What a calibration fits the footprints to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from model.build import model_from_config
+from model.config import Config
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What memory depends on in the data (the window comes from the config): channels and grids."""
+
+    in_channels: int
+    out_channels: int
+    grid: tuple[int, int]
+    upstream_grid: tuple[int, int] | None = None
+    data_bytes: int = 0  # the prepared arrays, for a trial that keeps them on the GPU
+
+    @classmethod
+    def of(cls, data) -> DataShape:
+        """From a PreparedData."""
+        up = tuple(data.upstream.shape[-2:]) if data.upstream is not None else None
+        return cls(in_channels=int(data.inputs.shape[1]),
+                   out_channels=int(data.targets.shape[1]), grid=tuple(int(n) for n in data.inputs.shape[-2:]),
+                   upstream_grid=None if up is None else tuple(int(n) for n in up), data_bytes=int(data.nbytes()))
+
+    def key(self) -> str:
+        up = "x".join(map(str, self.upstream_grid)) if self.upstream_grid else "none"
+        return f"c{self.in_channels}-{self.out_channels}-{self.grid[0]}x{self.grid[1]}-up{up}"
+
+
+@dataclass(frozen=True)
+class Footprint:
+    activations: int  # bytes autograd saves for the backward of one micro-batch (fp32 count)
+    states: int  # bytes of weights + gradients + AdamW moments
+
+    @property
+    def total(self) -> int:
+        return self.activations + self.states
+
+
+def _inputs(config: Config, shape: DataShape, batch: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x = torch.randn(batch, config.data.window_size, shape.in_channels, *shape.grid, device=device)
+    up = (torch.randn(batch, config.data.window_size, shape.in_channels, *shape.upstream_grid, device=device)
+          if shape.upstream_grid else None)
+    return x, up
+
+
+def _model(config: Config, shape: DataShape, device) -> torch.nn.Module:
+    return model_from_config(config, shape.in_channels, shape.out_channels,
+                             upstream=shape.upstream_grid is not None).to(device)
+
+
+def footprint(config: Config, shape: DataShape, batch: int | None = None) -> Footprint:
+    """The training step's memory for `config` at `batch` (default config.train.batch_size), counted, not run."""
+    batch = batch or config.train.batch_size
+    with torch.device("meta"):
+        model = _model(config, shape, "meta")
+        x, up = _inputs(config, shape, batch, "meta")
+    weights = {p.untyped_storage()._cdata for p in model.parameters()}  # counted in states, not here
+    seen: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in weights:  # a tensor saved by several ops (or as views) counts once
+            seen[storage._cdata] = storage.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        pred = model(x, up)
+        (pred.float() ** 2).mean()  # the loss's own saved tensors: as large as the prediction
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return Footprint(activations=sum(seen.values()), states=4 * params)
+
+
+def probe(config: Config, shape: DataShape, device: torch.device, batch: int | None = None) -> float:
+    """Peak allocated MB of one training micro-step plus an optimizer step of `config` at `batch` on a CUDA
+    device, with the config's AMP setting, on random data of `shape` (the data itself not on the device)."""
+    from model.device import amp_dtype
+
+    batch = batch or config.train.batch_size
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    model = _model(config, shape, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    dtype = amp_dtype(device, config.train.use_amp)
+    try:
+        x, up = _inputs(config, shape, batch, device)
+        with torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(device.type, enabled=False):
+            pred = model(x, up)
+        (pred.float() ** 2).mean().backward()
+        optimizer.step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    finally:
+        del model, optimizer
+        torch.cuda.empty_cache()

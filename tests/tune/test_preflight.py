@@ -1,0 +1,150 @@
+"""Memory pre-flight: counted footprints, the probe calibration, the share menu, and a search that skips the configs
+that cannot fit (on CPU, with --preflight-memory-mb as the budget; GPU shares are measured in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from data_io import DataConfig, prepare
+from model.build import model_from_config
+from model.config import Config
+from model.memory import DataShape, footprint
+from tests.tune.conftest import load_study, search_in_process, trials_csv, write_space
+from tune import _preflight
+from tune._preflight import Calibration, Preflight, calibrate, fit, host_probe
+
+REFERENCE_LIKE = DataShape(in_channels=12, out_channels=1, grid=(16, 16), upstream_grid=(16, 24))
+
+
+def _config(**model) -> Config:
+    config = Config()
+    for key, value in model.items():
+        setattr(config.model, key, value)
+    config.validate()
+    return config
+
+
+@pytest.mark.parametrize("model", [
+    {},
+    {"model_type": "dual_stream"},
+    {"topology": "unet", "hidden_channels": [8, 16], "use_attention": True, "use_group_norm": True},
+])
+def test_counted_activations_are_linear_in_the_batch_and_states_are_four_copies_of_the_weights(model):
+    config = _config(**model)
+    one, eight = footprint(config, REFERENCE_LIKE, 1), footprint(config, REFERENCE_LIKE, 8)
+    # Linear up to a few per-step constants (scalars autograd keeps, such as a norm's eps): under 1%.
+    assert eight.activations == pytest.approx(8 * one.activations, rel=0.01) and one.activations > 0
+    net = model_from_config(config, 12, 1, upstream=True)
+    assert one.states == eight.states == 4 * 4 * sum(p.numel() for p in net.parameters())
+
+
+def test_activations_grow_with_width_window_and_the_upstream_box():
+    plain = footprint(_config(hidden_channels=[16]), REFERENCE_LIKE, 2).activations
+    wide = footprint(_config(hidden_channels=[64]), REFERENCE_LIKE, 2).activations
+    config = _config(hidden_channels=[16])
+    config.data.window_size *= 2
+    longer = footprint(config, REFERENCE_LIKE, 2).activations
+    no_upstream = DataShape(in_channels=12, out_channels=1, grid=(16, 16))
+    alone = footprint(_config(hidden_channels=[16]), no_upstream, 2).activations
+    assert wide > 3 * plain and longer > 1.5 * plain and alone < plain
+
+
+def test_fit_recovers_the_line_and_needs_two_sizes():
+    probes = [{"activations_mb": a, "states_mb": 5.0, "measured_mb": 40 + 1.5 * a + 5.0} for a in (10, 80)]
+    intercept, ratio = fit(probes)
+    assert intercept == pytest.approx(40) and ratio == pytest.approx(1.5)
+    with pytest.raises(ValueError):
+        fit(probes[:1])
+
+
+def test_a_host_calibration_predicts_a_large_config_it_did_not_probe(demo_nc):
+    data = prepare(DataConfig(data=str(demo_nc)))
+    shape = DataShape.of(data)
+    config = _config()
+    calibration = calibrate(config, shape, "cpu")
+    assert calibration.ratio > 0 and len(calibration.probes) == 2
+    big = _config(hidden_channels=[128, 128])
+    torch.set_num_threads(1)
+    measured = host_probe(big, shape, 32)
+    predicted = calibration.predict_mb(footprint(big, shape, 32))
+    assert abs(predicted / measured - 1) < 0.3, (predicted, measured)
+
+
+def test_auto_share_is_the_smallest_of_the_menu_the_prediction_fits():
+    calibration = Calibration(device="cuda:test", total_mb=16000, intercept_mb=100, ratio=1.0)
+    shape = DataShape(in_channels=12, out_channels=1, grid=(32, 32))
+    base = {"train": {}, "model": {}, "data": {}}
+    auto = Preflight(base=base, shape=shape, calibration=calibration, margin=1.0, share="auto")
+    shares = {}
+    for batch in (1, 64, 512, 4096):
+        verdict = auto.check({"batch_size": batch})
+        need = verdict.predicted_mb
+        smaller = [s for s in _preflight.SHARES if s < verdict.share]
+        assert verdict.fits == (need <= 16000)
+        if verdict.fits:
+            assert need <= verdict.share * 16000 and all(need > s * 16000 for s in smaller)
+        shares[batch] = verdict.share
+    assert shares[1] == 0.125 and shares[4096] == 1.0 and not auto.check({"batch_size": 4096}).fits
+    fixed = Preflight(base=base, shape=shape, calibration=calibration, margin=1.0, share=0.25)
+    assert fixed.check({"batch_size": 1}).share == 0.25
+    assert fixed.check({"batch_size": 1}).available_mb == 4000
+    margin = Preflight(base=base, shape=shape, calibration=calibration, margin=2.0, share=0.25)
+    assert margin.check({"batch_size": 64}).predicted_mb == pytest.approx(2 * fixed.check({"batch_size": 64}).predicted_mb)
+
+
+BUDGET_MB = 60
+
+
+@pytest.fixture(scope="module")
+def skipping(ray_session, demo_nc, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("preflight")
+    space = write_space(tmp / "space.yaml", {"hidden_channels": {"layers": 1, "widths": [8, 256]},
+                                             "batch_size": [2, 512], "gradient_accumulation_steps": 1})
+    code, out = search_in_process([
+        "--data", demo_nc, "--space", space, "--num-samples", 3, "--max-epochs", 1, "--grace-epochs", 1,
+        "--cpus-per-trial", 1, "--storage-path", tmp / "runs", "--name", "pre", "--seed", 0,
+        "--preflight-memory-mb", BUDGET_MB,
+    ])
+    assert code == 0, out[-3000:]
+    return tmp / "runs" / "pre", out
+
+
+def test_configs_that_cannot_fit_are_skipped_without_launching_and_the_rest_run(skipping):
+    experiment, out = skipping
+    table = trials_csv(experiment)
+    skipped, ran = table[table["status"] == "skipped"], table[table["status"] != "skipped"]
+    assert len(skipped) >= 1, table
+    assert len(ran) == 3 and set(ran["status"]) <= {"ok", "stopped early"}, table
+    assert (skipped["predicted_mb"] > skipped["available_mb"]).all() and (skipped["available_mb"] == BUDGET_MB).all()
+    assert (ran["predicted_mb"] <= BUDGET_MB).all()
+    assert skipped["epochs"].eq(0).all() and skipped["peak_memory_mb"].isna().all()
+    # Never launched: no trial folder holds a skipped config.
+    folders = list(experiment.glob("train_trial_*"))
+    assert len(folders) == 3
+    assert "skipped" in out
+
+
+def test_optuna_is_told_each_skipped_config_as_infeasible(skipping):
+    experiment, _ = skipping
+    study = load_study(experiment)
+    told = [t for t in study.trials if t.user_attrs.get("status") == "skipped"]
+    table = trials_csv(experiment)
+    assert len(told) == (table["status"] == "skipped").sum()
+    for trial in told:
+        assert trial.state.name == "PRUNED" and trial.constraints == {"fits_and_converges": 1.0}
+        assert trial.user_attrs["predicted_mb"] > trial.user_attrs["available_mb"] == BUDGET_MB
+        assert trial.params["batch_size"] == 512 or trial.params["width_0"] == 256
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+
+
+def test_the_calibration_is_cached_in_the_experiment(skipping):
+    experiment, _ = skipping
+    import json
+
+    saved = json.loads((experiment / _preflight.PREFLIGHT_JSON).read_text())["calibrations"]
+    (entry,) = saved.values()
+    assert entry["device"] == "cpu" and math.isfinite(entry["ratio"]) and len(entry["probes"]) == 2
+

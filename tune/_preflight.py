@@ -1,0 +1,233 @@
+"""Memory pre-flight: predict a trial's peak memory before it launches; skip the configs that cannot fit.
+
+The prediction is `intercept + ratio * activations + states (+ the data, when a trial keeps it on the GPU)`:
+- activations and states are counted for each config on the meta device (model/memory.footprint): exact for
+  every variant the model family builds, with no per-variant formula to keep up to date;
+- `intercept` and `ratio` are fitted once per data shape and device by real one-step probes of the search's own
+  config at two batch sizes (model/memory.probe) on the device trials run on: the ratio carries what the count
+  cannot see (AMP's bf16 copies, cuDNN workspaces), the intercept what every step holds beside them.
+The calibration is cached in the experiment folder (preflight.json), keyed by the data shape and the device, so a
+resumed search or a second one on the same folder does not probe again.
+
+A trial's budget is its GPU share of the card's memory (what its memory cap is), or on CPU the host's memory
+over the trials that run at once; `--preflight-margin` multiplies the prediction before it is compared.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from model.config import Config
+from model.memory import DataShape, footprint, probe
+from tune import experiment as ex
+
+log = logging.getLogger("convlstm")
+
+PREFLIGHT_JSON = "preflight.json"
+DECISIONS_JSONL = "preflight.jsonl"
+SHARES = (0.125, 0.25, 0.5, 1.0)  # the menu of --gpus-per-trial auto
+PROBE_MB = 256  # counted activations of the larger probe
+MB = 2**20
+
+
+@dataclass
+class Calibration:
+    device: str  # "cuda:NVIDIA H200" or "cpu"
+    total_mb: float  # the card's memory (GPU) or the host's (CPU)
+    intercept_mb: float
+    ratio: float  # measured MB per counted activation MB
+    probes: list[dict] = field(default_factory=list)
+
+    def predict_mb(self, fp, data_mb: float = 0.0) -> float:
+        return self.intercept_mb + self.ratio * fp.activations / MB + fp.states / MB + data_mb
+
+
+def fit(probes: list[dict]) -> tuple[float, float]:
+    """(intercept MB, ratio) of measured - states = intercept + ratio * activations, by least squares."""
+    xs = [p["activations_mb"] for p in probes]
+    ys = [p["measured_mb"] - p["states_mb"] for p in probes]
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    if n < 2 or var == 0:
+        raise ValueError("the calibration needs probes of at least two different sizes")
+    ratio = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+    return my - ratio * mx, ratio
+
+
+def host_probe(config: Config, shape: DataShape, batch: int) -> float:
+    """Host memory (MB) one CPU training step of `config` at `batch` adds to this process's peak RSS (Linux: the
+    peak is reset through /proc/self/clear_refs first, and freed heap returned with malloc_trim after)."""
+    from model.memory import _inputs, _model
+
+    _trim()
+    before = _rss_kb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+    model = _model(config, shape, "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, up = _inputs(config, shape, batch, "cpu")
+    (model(x, up).float() ** 2).mean().backward()
+    optimizer.step()
+    peak = _rss_kb("VmHWM")
+    del model, optimizer, x, up
+    _trim()
+    return (peak - before) / 1024
+
+
+def _rss_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {key}")
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def probe_batches(config: Config, shape: DataShape) -> tuple[int, int]:
+    """Two batches 8x apart, the larger the first power of 2 whose counted activations reach PROBE_MB (at most
+    1024): probes of a few MB would measure the allocator's noise, not the step."""
+    per_sample = footprint(config, shape, 1).activations / MB
+    large = 8
+    while large < 1024 and large * per_sample < PROBE_MB:
+        large *= 2
+    return large // 8, large
+
+
+def calibrate(config: Config, shape: DataShape, device: str) -> Calibration:
+    """Probe `config` at probe_batches() on `device` ("cuda" or "cpu", in this process) and fit the calibration.
+    A warm-up step first: the first step's one-off allocations (library handles, arenas) are not the config's."""
+    probes = []
+    batches = probe_batches(config, shape)
+    dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else None
+    measure = (lambda b: probe(config, shape, dev, b)) if device == "cuda" else (
+        lambda b: host_probe(config, shape, b))
+    measure(1)
+    for batch in batches:
+        fp = footprint(config, shape, batch)
+        measured = measure(batch)
+        probes.append({"batch": batch, "activations_mb": fp.activations / MB, "states_mb": fp.states / MB,
+                       "measured_mb": measured})
+    intercept, ratio = fit(probes)
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        name, total = f"cuda:{props.name}", props.total_memory / MB
+    else:
+        import psutil
+
+        name, total = "cpu", psutil.virtual_memory().total / MB
+    log.info("Memory pre-flight calibrated on %s: %.0f MB + %.2f x counted activations (probes at batch %s)",
+             name, intercept, ratio, ", ".join(map(str, batches)))
+    return Calibration(device=name, total_mb=total, intercept_mb=intercept, ratio=ratio, probes=probes)
+
+
+def cache_key(shape: DataShape, config: Config, device: str) -> str:
+    return f"{shape.key()}-w{config.data.window_size}-f{config.data.forecast_steps}-amp{int(config.train.use_amp)}-{device}"
+
+
+def load_cached(experiment: Path, key: str) -> Calibration | None:
+    path = experiment / PREFLIGHT_JSON
+    try:
+        saved = json.loads(path.read_text())["calibrations"][key]
+        return Calibration(**saved)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def save(experiment: Path, key: str, calibration: Calibration) -> None:
+    path = experiment / PREFLIGHT_JSON
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = {}
+    saved.setdefault("calibrations", {})[key] = asdict(calibration)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(saved, indent=1))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Verdict:
+    predicted_mb: float
+    available_mb: float
+    share: float  # the GPU share the trial gets (0 on CPU)
+
+    @property
+    def fits(self) -> bool:
+        return self.predicted_mb <= self.available_mb
+
+
+@dataclass
+class Preflight:
+    """What the searcher and the resources function ask before a trial launches. Picklable (Ray ships it)."""
+
+    base: dict
+    shape: DataShape
+    calibration: Calibration
+    margin: float = 1.1
+    share: float | str = 1.0  # the fixed --gpus-per-trial, or "auto" (SHARES); 0: CPU trials
+    budget_mb: float | None = None  # --preflight-memory-mb: a trial's budget, instead of its share's
+
+    def predicted_mb(self, params: dict) -> float:
+        config = ex.trial_config(self.base, params)
+        fp = footprint(config, self.shape)
+        return self.calibration.predict_mb(fp, self._data_mb(config))
+
+    def _data_mb(self, config: Config) -> float:
+        # The trainer keeps the arrays on the GPU under data_on_device auto when they are a quarter of free memory.
+        t, data_mb = config.train, self.shape.data_bytes / MB
+        on_gpu = self.calibration.device.startswith("cuda") and (
+            t.data_on_device == "on" or (t.data_on_device == "auto" and data_mb <= 0.25 * self.calibration.total_mb))
+        return data_mb if on_gpu else 0.0
+
+    def budget(self, share: float) -> float:
+        """MB a trial of this GPU share may use (on CPU, share 0: the budget given, or the host's memory)."""
+        own = share * self.calibration.total_mb if share else self.calibration.total_mb
+        return own if self.budget_mb is None else min(own, self.budget_mb)
+
+    def check(self, params: dict) -> Verdict:
+        need = self.margin * self.predicted_mb(params)
+        if self.share == "auto":
+            share = next((s for s in SHARES if need <= self.budget(s)), SHARES[-1])
+        else:
+            share = float(self.share)
+        return Verdict(predicted_mb=need, available_mb=self.budget(share), share=share)
+
+
+def record(experiment: Path, trial_id: str, number: int, params: dict, verdict: Verdict) -> None:
+    """One line per pre-flight decision in preflight.jsonl; the trial table reads it (predicted_mb, and a row
+    `skipped` for each config that did not fit)."""
+    if not verdict.fits:
+        trial_id = f"skip{number:04d}"
+    line = {"trial_id": trial_id, "optuna_number": number, "params": params, "skipped": not verdict.fits,
+            "predicted_mb": round(verdict.predicted_mb, 1), "available_mb": round(verdict.available_mb, 1),
+            "share": verdict.share}
+    with (experiment / DECISIONS_JSONL).open("a") as f:
+        f.write(json.dumps(line) + "\n")
+    if not verdict.fits:
+        log.info("Skipped config (Optuna trial %d): needs %.0f MB with the margin, has %.0f MB: %s", number,
+                 verdict.predicted_mb, verdict.available_mb, params)
+
+
+def decisions(experiment: Path) -> list[dict]:
+    """Every decision of preflight.jsonl, in order (a line cut off by a crash is left out)."""
+    path = Path(experiment) / DECISIONS_JSONL
+    if not path.is_file():
+        return []
+    rows = []
+    for text in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(text))
+        except json.JSONDecodeError:
+            continue
+    return rows
