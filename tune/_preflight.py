@@ -132,7 +132,8 @@ def calibrate(config: Config, shape: DataShape, device: str) -> Calibration:
 
 
 def cache_key(shape: DataShape, config: Config, device: str) -> str:
-    return f"{shape.key()}-w{config.data.window_size}-f{config.data.forecast_steps}-amp{int(config.train.use_amp)}-{device}"
+    d, t = config.data, config.train
+    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-{device}"
 
 
 def load_cached(experiment: Path, key: str) -> Calibration | None:
