@@ -1,0 +1,142 @@
+"""How well the memory pre-flight predicts: predicted against measured peak memory over many configs.
+
+    python -m benchmarks.preflight --device cuda [--configs 32] [--share 0.125] [--days 30]
+    python -m benchmarks.preflight --device cpu --resolution 1.0      # host memory, one step per config
+
+On a reference-schema file with the upstream box: the pre-flight is calibrated once (tune/_preflight.calibrate, as a
+search does), then for each config drawn from the default space and graphcast's model family
+- cuda: the real trainer (model.trainer.fit, one epoch, CUDA-graphed default path) runs under a memory cap of
+  --share of the card, as a trial with that share would; its peak_memory_mb, or `oom`;
+- cpu: one training step's host memory (tune/_preflight.host_probe).
+Reported: the median |predicted / measured - 1| over the configs that ran, the share of real OOMs the pre-flight
+would have skipped (prediction x margin over the budget), and the share of configs that fit but would be skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks._common import machine, reference_file, write_json
+from data_io import ConfigError, prepare
+from model.memory import DataShape, footprint
+from tune._preflight import calibrate, host_probe
+from tune.experiment import trial_config
+
+WIDTHS = [8, 16, 32, 64, 128]
+
+
+def draw(rng: random.Random) -> dict:
+    """One config's params: the default space (stacked) or a graphcast model type with searched widths/batch."""
+    params: dict = {"batch_size": rng.choice([2, 4, 8, 16, 32])}
+    kind = rng.choice(["stacked", "stacked", "shallow", "dual_stream", "dual_stream_deep"])
+    params["model_type"] = kind
+    if kind == "stacked":
+        params["hidden_channels"] = [rng.choice(WIDTHS) for _ in range(rng.randint(1, 3))]
+    elif rng.random() < 0.5:
+        levels = 4 if kind == "dual_stream_deep" else 2
+        start = rng.choice([16, 32, 64])
+        params["hidden_channels"] = [start * 2**i for i in range(levels)]
+    if kind != "stacked":
+        params["use_attention"] = rng.random() < 0.7
+    return params
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.preflight", description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    p.add_argument("--configs", type=int, default=32)
+    p.add_argument("--share", type=float, default=0.125, help="GPU share each config runs under (cuda)")
+    p.add_argument("--margin", type=float, default=1.1)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--resolution", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="reference-schema file (default: written to /tmp)")
+    p.add_argument("--output", default=None)
+    args = p.parse_args(argv)
+
+    path = Path(args.data or f"/tmp/preflight_ref_{args.days}d_{args.resolution}.nc")
+    reference_file(path, days=args.days, upstream=True, resolution=args.resolution)
+    base = {"data": {"data": str(path), "include_upstream": True}, "model": {},
+            "train": {"num_epochs": 1, "device": args.device, "checkpoint_every": 0, "num_workers": 0}}
+    data = prepare(trial_config(base, {}).data)
+    shape = DataShape.of(data)
+    if args.device == "cuda":
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    t0 = time.perf_counter()
+    calibration = calibrate(trial_config(base, {}), shape, args.device)
+    calibrate_s = time.perf_counter() - t0
+    budget = (args.share if args.device == "cuda" else 1.0) * calibration.total_mb
+    print(f"calibrated in {calibrate_s:.1f} s: {calibration.intercept_mb:.0f} MB + {calibration.ratio:.3f} x counted"
+          f" activations; budget {budget:.0f} MB", flush=True)
+
+    rng, rows = random.Random(args.seed), []
+    while len(rows) < args.configs:
+        params = draw(rng)
+        try:
+            config = trial_config(base, params)
+            fp = footprint(config, shape)
+        except ConfigError:
+            continue
+        predicted = calibration.predict_mb(fp, _data_mb(config, shape, calibration.total_mb, args.device))
+        row = {"params": params, "predicted_mb": predicted, "counted_activations_mb": fp.activations / 2**20}
+        t = time.perf_counter()
+        row.update(_measure(config, data, shape, args))
+        row["seconds"] = time.perf_counter() - t
+        row["would_skip"] = args.margin * predicted > budget
+        rows.append(row)
+        measured = f"{row['measured_mb']:.0f}" if row.get("measured_mb") else row["outcome"]
+        print(f"{len(rows):3d} {params}: predicted {predicted:.0f} MB, measured {measured}", flush=True)
+
+    ran = [r for r in rows if r["outcome"] == "ok"]
+    ooms = [r for r in rows if r["outcome"] == "oom"]
+    errors = [abs(r["predicted_mb"] / r["measured_mb"] - 1) for r in ran]
+    summary = {
+        "configs": len(rows), "ran": len(ran), "oom": len(ooms),
+        "median_abs_error": statistics.median(errors) if errors else None,
+        "p90_abs_error": sorted(errors)[int(0.9 * (len(errors) - 1))] if errors else None,
+        "ooms_caught": sum(r["would_skip"] for r in ooms) / len(ooms) if ooms else None,
+        "fitting_skipped": sum(r["would_skip"] for r in ran) / len(ran) if ran else None,
+    }
+    result = {"command": "python -m benchmarks.preflight " + " ".join(argv or sys.argv[1:]), "machine": machine(),
+              "data": str(path), "shape": shape.key(), "budget_mb": budget, "margin": args.margin,
+              "calibration": calibration.__dict__, "calibrate_s": calibrate_s, "summary": summary, "rows": rows}
+    output = args.output or f"benchmarks/results/preflight_{args.device}.json"
+    write_json(output, result)
+    print(f"\n{summary}\nresults in {output}")
+
+
+def _data_mb(config, shape: DataShape, total_mb: float, device: str) -> float:
+    t, mb = config.train, shape.data_bytes / 2**20
+    on_gpu = device == "cuda" and (t.data_on_device == "on" or (t.data_on_device == "auto" and mb <= 0.25 * total_mb))
+    return mb if on_gpu else 0.0
+
+
+def _measure(config, data, shape: DataShape, args) -> dict:
+    if args.device == "cpu":
+        return {"outcome": "ok", "measured_mb": host_probe(config, shape, config.train.batch_size)}
+    from model.errors import OutOfMemory
+    from model.trainer import fit
+
+    torch.cuda.set_per_process_memory_fraction(args.share)
+    torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory() as out:
+        config.train.output_dir = out
+        try:
+            (record,) = fit(config, data)
+            return {"outcome": "ok", "measured_mb": record.peak_memory_mb}
+        except OutOfMemory as exc:
+            return {"outcome": "oom", "measured_mb": None, "oom_peak_mb": exc.peak_memory_mb}
+        finally:
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
