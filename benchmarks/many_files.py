@@ -1,7 +1,7 @@
 """A set of reference-schema files split in time, passed to --data as a glob, streamed into the cache and trained
 on for one epoch.
 
-    python -m benchmarks.many_files --gb 30 --files 20 [--limit-gb 8] [--folder /tmp/convlstm-many] [--keep]
+    python -m benchmarks.many_files --gb 30 --files 20 [--limit-gb 8] [--folder /tmp/convlstm-many] [--keep] [--reuse]
 
 Writes --files consecutive files (12-hourly steps, 0.25 degree, 70-140E / 10-60N) totalling at least --gb GiB, each
 written time chunk by time chunk, then runs `python -m model.train --data 'FOLDER/era_*.nc' --num-epochs 1` twice in
@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resolution", type=float, default=0.25)
     p.add_argument("--folder", default="/tmp/convlstm-many")
     p.add_argument("--keep", action="store_true", help="keep the files and the cache")
+    p.add_argument("--reuse", action="store_true", help="use the files already in --folder (from a --keep run)")
     p.add_argument("--output", default="benchmarks/results/many_files.json")
     p.add_argument("train_flags", nargs="*", help="extra flags for model.train after --, e.g. -- --hidden-channels 8")
     args = p.parse_args(argv)
@@ -38,8 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     folder = Path(args.folder)
     per_file = -(-int(args.gb * 2**30) // (bytes_per_step(args.resolution) * args.files))  # steps per file
     t0 = time.perf_counter()
-    paths = [write_reference_stream(folder / f"era_{i:03d}.nc", per_file, args.resolution, seed=i,
-                                    first_step=i * per_file) for i in range(args.files)]
+    names = [folder / f"era_{i:03d}.nc" for i in range(args.files)]
+    if args.reuse and all(f.is_file() for f in names):  # a kept set from an earlier run of the same command
+        paths = names
+        shutil.rmtree(folder / "cache", ignore_errors=True)
+    else:
+        paths = [write_reference_stream(f, per_file, args.resolution, seed=i, first_step=i * per_file)
+                 for i, f in enumerate(names)]
     write_s = time.perf_counter() - t0
     total = sum(f.stat().st_size for f in paths)
     print(f"wrote {len(paths)} files in {folder}: {total / 2**30:.2f} GiB, {per_file} steps each, in {write_s:.0f} s")
