@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -40,7 +41,7 @@ def run_search(
     callbacks: list | None = None, baselines: dict[str, dict] | None = None,
 ) -> int:
     """`baselines` (tune/_baseline.py: name -> full config) run first, on top of --num-samples searched trials."""
-    _connect(search.address, experiment)
+    connected = _connect(search.address, experiment)
     gpus = _gpus_per_trial(search, base["train"]["device"])
     if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
         ex.Experiment(experiment).write_search(base, space, asdict(search))
@@ -70,10 +71,28 @@ def run_search(
         tuner = _new_tuner(search, experiment, trainable, space, storage, study_name, base, callbacks, concurrent,
                            baselines or {}, preflight)
     interrupted = _fit(tuner)
-    closed = 0 if interrupted else close_running_trials(storage, study_name)
-    if closed:
-        log.info("Marked %d Optuna trials that never ran to completion as FAIL", closed)
-    return _write_results(experiment, base, interrupted)
+    # From here on a Ctrl+C would only lose the results of the trials that ran (a SIGINT after the last trial
+    # ended raised in the middle of the table), or land in Ray's shutdown halfway (seen: exit -11 instead of 130).
+    with _sigint_ignored():
+        closed = 0 if interrupted else close_running_trials(storage, study_name)
+        if closed:
+            log.info("Marked %d Optuna trials that never ran to completion as FAIL", closed)
+        code = _write_results(experiment, base, interrupted)
+        if connected:  # a caller that was connected before (a test, a notebook) stays connected
+            ray.shutdown()
+    return code
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _fit(tuner: tune.Tuner) -> bool:
@@ -221,13 +240,15 @@ def _study_suffix(experiment: Path) -> str:
     return marker.read_text().strip()
 
 
-def _connect(address: str | None, experiment: Path) -> None:
+def _connect(address: str | None, experiment: Path) -> bool:
+    """Connect to (or start) Ray; True when this call did, False when the process was already connected."""
     if ray.is_initialized():
-        return
+        return False
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     else:  # no dashboard unless asked (ray start --include-dashboard); see the README's cluster section
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
+    return True
 
 
 def _gpus_per_trial(search: SearchConfig, device: str) -> float | str:

@@ -31,7 +31,8 @@ ISSUE_COLUMNS = {
     "hidden channels": "hidden_channels", "batch size": "batch_size", "accumulation": "accumulation",
     "effective batch": "effective_batch", "rescued at batch": "rescued_batch", "learning rate": "learning_rate",
     "epochs run": "epochs",
-    "time per epoch": "time_per_epoch_s", "peak memory": "peak_memory_mb", "val loss": "val_loss",
+    "time per epoch": "time_per_epoch_s", "peak memory": "peak_memory_mb", "predicted memory": "predicted_mb",
+    "memory available": "available_mb", "val loss": "val_loss",
     "val RMSE": "val_rmse", "relative to the best baseline": "vs_baseline",
 }
 

@@ -71,12 +71,13 @@ def test_no_best_trial_before_one_has_a_val_loss(tmp_path):
 
 
 def test_outcome_values_are_the_words_users_see():
-    assert [o.value for o in Outcome] == ["ok", "stopped early", "oom", "diverged", "error", "pending"]
-    assert STATUSES == ("ok", "stopped-early", "oom", "diverged", "error", "pending")
+    assert [o.value for o in Outcome] == ["ok", "stopped early", "oom", "diverged", "error", "skipped", "pending"]
+    assert STATUSES == ("ok", "stopped-early", "oom", "diverged", "error", "skipped", "pending")
     assert Outcome.parse("stopped_early") is Outcome.STOPPED_EARLY and Outcome.OOM == "oom"
-    assert INFEASIBLE == {Outcome.OOM, Outcome.DIVERGED} and FITTED == {Outcome.OK, Outcome.STOPPED_EARLY}
+    assert INFEASIBLE == {Outcome.OOM, Outcome.DIVERGED, Outcome.SKIPPED}
+    assert FITTED == {Outcome.OK, Outcome.STOPPED_EARLY}
     with pytest.raises(ValueError):
-        Outcome.parse("skipped")
+        Outcome.parse("finished")
 
 
 def test_report_and_retrain_never_load_the_folders_pickles(tmp_path, capsys):
