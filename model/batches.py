@@ -6,6 +6,7 @@ and DeviceBatches (the arrays live on the GPU; no host work per step).
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 
 import numpy as np
@@ -81,7 +82,19 @@ class _BatchDataset(torch.utils.data.Dataset):
         d, c = self.data, self.data.config
         arrays = {"inputs": d.inputs, "targets": d.targets, "upstream": d.upstream}
         out = gather(arrays, self.batches[i], c.window_size, c.target_offset, c.forecast_steps)
+        _unmap(arrays.values())
         return {k: torch.from_numpy(v) for k, v in out.items()}
+
+
+def _unmap(arrays) -> None:
+    """Drop this process's mapping of the cache pages a batch was copied from (they stay in the page cache).
+
+    An epoch visits every window, so without this each process's RSS grows to the whole memory-mapped cache
+    (a 2 GB cache of 20 files peaked at 2.5 GB); the next touch of a page is a minor fault from the page cache."""
+    for a in arrays:
+        mm = getattr(a, "_mmap", None)  # np.memmap's mapping (np.load(mmap_mode="r"))
+        if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mm.madvise(mmap.MADV_DONTNEED)
 
 
 def cpu_batches(data: PreparedData, batches: list[np.ndarray], num_workers: int, pin: bool) -> Iterator[dict]:

@@ -60,6 +60,32 @@ def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny,
     assert (tmp_path / "two" / "last.pt").is_file()
 
 
+@pytest.mark.slow  # ~40 s on 2 cores: python -m pytest tests/tune/test_distributed.py -m slow
+def test_two_cpu_workers_train_graphcasts_unet_like_one_process(ray_session, tiny, tmp_path):
+    """The dual_stream family's U-Net (2x2 pooling, skips, GroupNorm in the cells, bottleneck attention) under DDP:
+    GroupNorm normalises per sample, so two workers are exact; dropout off, since each rank draws its own masks."""
+    from tune.distributed import fit_distributed
+
+    unet = dict(topology="unet", hidden_channels=[4, 8], use_group_norm=True, use_attention=True, dropout_rate=0.0)
+
+    def with_unet(c: Config) -> Config:
+        c.model = ModelConfig(**unet)
+        return c
+
+    single = fit(with_unet(config(tmp_path / "one", num_epochs=2)), tiny)
+    parallel = fit_distributed(with_unet(config(tmp_path / "two", num_epochs=2, ddp_cpu_workers=2)), tiny)
+    for a, b in zip(parallel, single, strict=True):
+        np.testing.assert_allclose([a.train_loss, a.val_loss, a.val_rmse], [b.train_loss, b.val_loss, b.val_rmse],
+                                   rtol=1e-4)
+    one, two = (ckpt_io.load(tmp_path / d / "best.pt") for d in ("one", "two"))
+    assert ckpt_io.config_from_checkpoint(two).model.topology == "unet"
+    for name, weight in one["model"].items():
+        # A gate bias feeds GroupNorm, which takes each group's mean out again (a group is one or two
+        # channels here): its gradient is (nearly) round-off, which AdamW scales up to full steps; the loss stays.
+        if not name.endswith("gates.bias"):
+            torch.testing.assert_close(two["model"][name], weight, rtol=1e-4, atol=1e-5, msg=name)
+
+
 @pytest.mark.slow  # four gloo processes on a 2-core machine, in a Ray of its own with 4 logical CPUs: ~2 min
 def test_four_cpu_workers_follow_the_single_process_loss_curve(tmp_path):
     """The 4-worker step of issue 18 on CPUs, through the benchmark script that records it."""
