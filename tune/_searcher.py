@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-
 from pathlib import Path
 
 import optuna
