@@ -23,6 +23,7 @@ from pathlib import Path
 from benchmarks._common import reference_file, write_json
 from data_io import prepare
 from model.config import config_from_args
+from model.memory import host_memory_mb, reset_host_peak
 from model.trainer import fit
 from tune._compare import HEADLINE, headline, score_on_test
 
@@ -63,12 +64,12 @@ def main(argv: list[str] | None = None) -> None:
             config = config_from_args(argparse.Namespace(), base=base)
             data = prepare(config.data)
             if args.device == "cpu":  # the trainer's CPU peak is the process's; reset it per model (Linux)
-                Path("/proc/self/clear_refs").write_text("5")
+                reset_host_peak()
             history = fit(config, data)
             later = history[1:] or history
             rows[name] = {"samples_per_s": statistics.median(r.samples_per_s for r in later),
                           "time_per_epoch_s": statistics.median(r.time_per_epoch_s for r in later),
-                          "peak_memory_mb": _host_peak_mb() if args.device == "cpu" else
+                          "peak_memory_mb": host_memory_mb("VmHWM") if args.device == "cpu" else
                           max(r.peak_memory_mb for r in history),
                           "best_val_loss": min(r.val_loss for r in history), "epochs": len(history)}
             checkpoints[name] = Path(config.train.output_dir) / "best.pt"
@@ -85,13 +86,6 @@ def main(argv: list[str] | None = None) -> None:
     write_json(output, result)
     print(markdown(result))
     print(f"results in {output}")
-
-
-def _host_peak_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def markdown(result: dict) -> str:

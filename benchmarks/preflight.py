@@ -7,7 +7,7 @@ On a reference-schema file with the upstream box: the pre-flight is calibrated o
 search does), then for each config drawn from the default space and graphcast's model family
 - cuda: the real trainer (model.trainer.fit, one epoch, CUDA-graphed default path) runs under a memory cap of
   --share of the card, as a trial with that share would; its peak_memory_mb, or `oom`;
-- cpu: one training step's host memory (tune/_preflight.host_probe).
+- cpu: one training step's host memory (model/memory.host_probe).
 Reported: the median |predicted / measured - 1| over the configs that ran, the share of real OOMs the pre-flight
 would have skipped (prediction x margin over the budget), and the share of configs that fit but would be skipped.
 """
@@ -26,8 +26,8 @@ import torch
 
 from benchmarks._common import machine, reference_file, write_json
 from data_io import ConfigError, prepare
-from model.memory import DataShape, footprint
-from tune._preflight import calibrate, host_probe
+from model.memory import DataShape, footprint, host_probe
+from tune._preflight import calibrate, data_on_gpu_mb
 from tune.experiment import trial_config
 
 WIDTHS = [8, 16, 32, 64, 128]
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> None:
             fp = footprint(config, shape)
         except ConfigError:
             continue
-        predicted = calibration.predict_mb(fp, _data_mb(config, shape, calibration.total_mb, args.device))
+        on_gpu = data_on_gpu_mb(config, shape, calibration.total_mb, args.device == "cuda")
+        predicted = calibration.predict_mb(fp, on_gpu)
         row = {"params": params, "predicted_mb": predicted, "counted_activations_mb": fp.activations / 2**20}
         t = time.perf_counter()
         row.update(_measure(config, data, shape, args))
@@ -111,12 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     output = args.output or f"benchmarks/results/preflight_{args.device}.json"
     write_json(output, result)
     print(f"\n{summary}\nresults in {output}")
-
-
-def _data_mb(config, shape: DataShape, total_mb: float, device: str) -> float:
-    t, mb = config.train, shape.data_bytes / 2**20
-    on_gpu = device == "cuda" and (t.data_on_device == "on" or (t.data_on_device == "auto" and mb <= 0.25 * total_mb))
-    return mb if on_gpu else 0.0
 
 
 def _measure(config, data, shape: DataShape, args) -> dict:

@@ -7,11 +7,14 @@
   (tune/_preflight.py) carries the AMP ratio.
 - `probe(config, shape, device)`: one real training micro-step (forward, loss, backward, optimizer step) on random
   data of that shape on the device; its peak allocated memory. What a calibration fits the footprints to.
+- `host_probe(config, shape, batch)`: the same step on the CPU; what it adds to the process's peak RSS (Linux).
 """
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -110,3 +113,40 @@ def probe(config: Config, shape: DataShape, device: torch.device, batch: int | N
     finally:
         del model, optimizer
         torch.cuda.empty_cache()
+
+
+def host_probe(config: Config, shape: DataShape, batch: int) -> float:
+    """Host memory (MB) one CPU training step of `config` at `batch` adds to this process's peak RSS: the peak is
+    reset first (reset_host_peak), and freed heap is handed back with malloc_trim before and after."""
+    _trim()
+    before = host_memory_mb("VmRSS")
+    reset_host_peak()
+    model = _model(config, shape, "cpu")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x, up = _inputs(config, shape, batch, "cpu")
+    (model(x, up).float() ** 2).mean().backward()
+    optimizer.step()
+    peak = host_memory_mb("VmHWM")
+    del model, optimizer, x, up
+    _trim()
+    return peak - before
+
+
+def reset_host_peak() -> None:
+    """Linux: this process's peak RSS (VmHWM, and so ru_maxrss) becomes its current RSS."""
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def host_memory_mb(key: str = "VmHWM") -> float:
+    """A line of /proc/self/status in MB: VmRSS (now) or VmHWM (the peak since the start or the last reset)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise OSError(f"/proc/self/status has no {key}")
+
+
+def _trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass

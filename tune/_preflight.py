@@ -15,7 +15,6 @@ over the trials that run at once; `--preflight-margin` multiplies the prediction
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from model.config import Config
-from model.memory import DataShape, footprint, probe
+from model.memory import DataShape, footprint, host_probe, probe
 from tune import experiment as ex
 
 log = logging.getLogger("convlstm")
@@ -59,39 +58,6 @@ def fit(probes: list[dict]) -> tuple[float, float]:
         raise ValueError("the calibration needs probes of at least two different sizes")
     ratio = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
     return my - ratio * mx, ratio
-
-
-def host_probe(config: Config, shape: DataShape, batch: int) -> float:
-    """Host memory (MB) one CPU training step of `config` at `batch` adds to this process's peak RSS (Linux: the
-    peak is reset through /proc/self/clear_refs first, and freed heap returned with malloc_trim after)."""
-    from model.memory import _inputs, _model
-
-    _trim()
-    before = _rss_kb("VmRSS")
-    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    model = _model(config, shape, "cpu")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    x, up = _inputs(config, shape, batch, "cpu")
-    (model(x, up).float() ** 2).mean().backward()
-    optimizer.step()
-    peak = _rss_kb("VmHWM")
-    del model, optimizer, x, up
-    _trim()
-    return (peak - before) / 1024
-
-
-def _rss_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise OSError(f"/proc/self/status has no {key}")
-
-
-def _trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
 
 
 def probe_batches(config: Config, shape: DataShape) -> tuple[int, int]:
@@ -129,6 +95,14 @@ def calibrate(config: Config, shape: DataShape, device: str) -> Calibration:
     log.info("Memory pre-flight calibrated on %s: %.0f MB + %.2f x counted activations (probes at batch %s)",
              name, intercept, ratio, ", ".join(map(str, batches)))
     return Calibration(device=name, total_mb=total, intercept_mb=intercept, ratio=ratio, probes=probes)
+
+
+def data_on_gpu_mb(config: Config, shape: DataShape, total_mb: float, gpu: bool) -> float:
+    """The prepared arrays' MB when the trainer keeps them on the GPU (data_on_device on, or auto and a quarter of
+    the card at most), else 0."""
+    t, mb = config.train, shape.data_bytes / MB
+    on_gpu = gpu and (t.data_on_device == "on" or (t.data_on_device == "auto" and mb <= 0.25 * total_mb))
+    return mb if on_gpu else 0.0
 
 
 def cache_key(shape: DataShape, config: Config, device: str) -> str:
@@ -179,17 +153,16 @@ class Preflight:
     share: float | str = 1.0  # the fixed --gpus-per-trial, or "auto" (SHARES); 0: CPU trials
     budget_mb: float | None = None  # --preflight-memory-mb: a trial's budget, instead of its share's
 
-    def predicted_mb(self, params: dict) -> float:
-        config = ex.trial_config(self.base, params)
-        fp = footprint(config, self.shape)
-        return self.calibration.predict_mb(fp, self._data_mb(config))
+    _predicted: dict = field(default_factory=dict, repr=False)  # the searcher and the resources function both ask
 
-    def _data_mb(self, config: Config) -> float:
-        # The trainer keeps the arrays on the GPU under data_on_device auto when they are a quarter of free memory.
-        t, data_mb = config.train, self.shape.data_bytes / MB
-        on_gpu = self.calibration.device.startswith("cuda") and (
-            t.data_on_device == "on" or (t.data_on_device == "auto" and data_mb <= 0.25 * self.calibration.total_mb))
-        return data_mb if on_gpu else 0.0
+    def predicted_mb(self, params: dict) -> float:
+        key = json.dumps(params, sort_keys=True, default=str)
+        if key not in self._predicted:
+            config = ex.trial_config(self.base, params)
+            gpu = self.calibration.device.startswith("cuda")
+            self._predicted[key] = self.calibration.predict_mb(
+                footprint(config, self.shape), data_on_gpu_mb(config, self.shape, self.calibration.total_mb, gpu))
+        return self._predicted[key]
 
     def budget(self, share: float) -> float:
         """MB a trial of this GPU share may use (on CPU, share 0: the budget given, or the host's memory)."""
@@ -222,13 +195,4 @@ def record(experiment: Path, trial_id: str, number: int, params: dict, verdict: 
 
 def decisions(experiment: Path) -> list[dict]:
     """Every decision of preflight.jsonl, in order (a line cut off by a crash is left out)."""
-    path = Path(experiment) / DECISIONS_JSONL
-    if not path.is_file():
-        return []
-    rows = []
-    for text in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    return ex.read_jsonl(Path(experiment) / DECISIONS_JSONL)

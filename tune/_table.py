@@ -77,8 +77,7 @@ def trial_row(trial_dir: Path, base: dict | None = None, searched: list[str] = (
         "status": status.value,
         "baseline": name_of(ex.params(trial_dir)) or "",
         "device": last.get("device", ""),
-        **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
-        **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
+        **_field_cells(values, searched),
         "effective_batch": last.get("effective_batch_size", (batch or 0) * (accum or 0) or None),
         "rescued_batch": last.get("rescued_batch"),  # the batch an OOM rescue ran it at (tune/_rescue.py)
         # The last epoch trained, not the rows: after a worker restart Ray can restore result.json from its last
@@ -105,13 +104,18 @@ def skipped_row(decision: dict, base: dict | None, searched: list[str] = ()) -> 
     batch, accum = values.get("batch_size"), values.get("gradient_accumulation_steps")
     return {
         "trial_id": decision["trial_id"], "status": Outcome.SKIPPED.value, "baseline": name_of(params) or "",
-        "device": "", **{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
-        **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()},
+        "device": "", **_field_cells(values, searched),
         "effective_batch": (batch or 0) * (accum or 0) or None, "rescued_batch": None, "epochs": 0,
         "time_per_epoch_s": None, "peak_memory_mb": None, "predicted_mb": decision.get("predicted_mb"),
         "available_mb": decision.get("available_mb"), "val_loss": None, "val_rmse": None, "trial_dir": "",
         "history": [],
     }
+
+
+def _field_cells(values: dict, searched: list[str]) -> dict:
+    """The table's config columns: FIELD_COLUMNS, then every other searched field under its own name."""
+    return {**{col: _shown(values.get(field)) for col, field in FIELD_COLUMNS.items()},
+            **{key: _shown(values.get(key)) for key in searched if key not in FIELD_COLUMNS.values()}}
 
 
 def _config_values(params: dict, base: dict | None) -> dict:

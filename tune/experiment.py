@@ -103,7 +103,11 @@ def params(trial_dir: Path) -> dict[str, Any]:
 
 def results(trial_dir: Path) -> list[dict]:
     """Every report of the trial, in order (a last line cut off by a crash mid-write is left out)."""
-    path = Path(trial_dir) / RESULT_JSON
+    return read_jsonl(Path(trial_dir) / RESULT_JSON)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """One JSON object per line, up to the first line that does not parse (one cut off by a crash mid-write)."""
     if not path.is_file():
         return []
     rows = []

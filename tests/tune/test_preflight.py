@@ -11,10 +11,10 @@ import torch
 from data_io import DataConfig, prepare
 from model.build import model_from_config
 from model.config import Config
-from model.memory import DataShape, footprint
+from model.memory import DataShape, footprint, host_probe
 from tests.tune.conftest import load_study, search_in_process, trials_csv, write_space
 from tune import _preflight
-from tune._preflight import Calibration, Preflight, calibrate, fit, host_probe
+from tune._preflight import Calibration, Preflight, calibrate, fit
 
 REFERENCE_LIKE = DataShape(in_channels=12, out_channels=1, grid=(16, 16), upstream_grid=(16, 24))
 
