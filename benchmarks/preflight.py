@@ -27,7 +27,7 @@ import torch
 from benchmarks._common import machine, reference_file, write_json
 from data_io import ConfigError, prepare
 from model.memory import DataShape, footprint, host_probe
-from tune._preflight import calibrate, data_on_gpu_mb
+from tune._preflight import calibrate, data_on_gpu_mb, probe_configs
 from tune.experiment import trial_config
 
 WIDTHS = [8, 16, 32, 64, 128]
@@ -59,23 +59,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--resolution", type=float, default=0.25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="reference-schema file (default: written to /tmp)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs each config trains (cuda); the partial batch's "
+                   "and validation's graphs are captured at an epoch's third call of their shape")
+    p.add_argument("--no-cuda-graphs", action="store_true", help="measure the eager path")
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
 
     path = Path(args.data or f"/tmp/preflight_ref_{args.days}d_{args.resolution}.nc")
     reference_file(path, days=args.days, upstream=True, resolution=args.resolution)
     base = {"data": {"data": str(path), "include_upstream": True}, "model": {},
-            "train": {"num_epochs": 1, "device": args.device, "checkpoint_every": 0, "num_workers": 0}}
+            "train": {"num_epochs": args.epochs, "device": args.device, "checkpoint_every": 0, "num_workers": 0,
+                      "cuda_graphs": not args.no_cuda_graphs}}
     data = prepare(trial_config(base, {}).data)
     shape = DataShape.of(data)
     if args.device == "cuda":
         torch.cuda.set_per_process_memory_fraction(1.0)
     t0 = time.perf_counter()
-    calibration = calibrate(trial_config(base, {}), shape, args.device)
+    calibration = calibrate(probe_configs(base, shape), shape, args.device, data)
     calibrate_s = time.perf_counter() - t0
     budget = (args.share if args.device == "cuda" else 1.0) * calibration.total_mb
-    print(f"calibrated in {calibrate_s:.1f} s: {calibration.intercept_mb:.0f} MB + {calibration.ratio:.3f} x counted"
-          f" activations; budget {budget:.0f} MB", flush=True)
+    fits = "; ".join(f"{k}: {a:.0f} MB + {r:.3f} x counted activations" for k, (a, r) in calibration.topologies.items())
+    print(f"calibrated in {calibrate_s:.1f} s: {fits}; budget {budget:.0f} MB", flush=True)
 
     rng, rows = random.Random(args.seed), []
     while len(rows) < args.configs:
@@ -86,8 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         except ConfigError:
             continue
         on_gpu = data_on_gpu_mb(config, shape, calibration.total_mb, args.device == "cuda")
-        predicted = calibration.predict_mb(fp, on_gpu)
-        row = {"params": params, "predicted_mb": predicted, "counted_activations_mb": fp.activations / 2**20}
+        predicted = calibration.predict_mb(fp, on_gpu, config.model.topology)
+        row = {"params": params, "predicted_mb": predicted, "counted_activations_mb": fp.activations / 2**20,
+               "topology": config.model.topology}
         t = time.perf_counter()
         row.update(_measure(config, data, shape, args))
         row["seconds"] = time.perf_counter() - t
@@ -105,6 +110,10 @@ def main(argv: list[str] | None = None) -> None:
         "p90_abs_error": sorted(errors)[int(0.9 * (len(errors) - 1))] if errors else None,
         "ooms_caught": sum(r["would_skip"] for r in ooms) / len(ooms) if ooms else None,
         "fitting_skipped": sum(r["would_skip"] for r in ran) / len(ran) if ran else None,
+        "median_error_by_model_type": {
+            k: statistics.median(r["predicted_mb"] / r["measured_mb"] - 1 for r in ran
+                                 if r["params"]["model_type"] == k)
+            for k in sorted({r["params"]["model_type"] for r in ran})},
     }
     result = {"command": "python -m benchmarks.preflight " + " ".join(argv or sys.argv[1:]), "machine": machine(),
               "data": str(path), "shape": shape.key(), "budget_mb": budget, "margin": args.margin,
@@ -125,8 +134,9 @@ def _measure(config, data, shape: DataShape, args) -> dict:
     with tempfile.TemporaryDirectory() as out:
         config.train.output_dir = out
         try:
-            (record,) = fit(config, data)
-            return {"outcome": "ok", "measured_mb": record.peak_memory_mb}
+            history = fit(config, data)
+            return {"outcome": "ok", "measured_mb": max(r.peak_memory_mb for r in history),
+                    "per_epoch_mb": [r.peak_memory_mb for r in history]}
         except OutOfMemory as exc:
             return {"outcome": "oom", "measured_mb": None, "oom_peak_mb": exc.peak_memory_mb}
         finally:

@@ -7,19 +7,27 @@
   (tune/_preflight.py) carries the AMP ratio.
 - `probe(config, shape, device)`: one real training micro-step (forward, loss, backward, optimizer step) on random
   data of that shape on the device; its peak allocated memory. What a calibration fits the footprints to.
+- `trainer_probe(config, data, batch)`: the trainer's own first epoch on a few windows of the data, on CUDA: what a
+  trial holds, CUDA graphs' private pools included (an eager step misses them: 1-2.5 GB a config, BENCHMARKS §11).
 - `host_probe(config, shape, batch)`: the same step on the CPU; what it adds to the process's peak RSS (Linux).
 """
 
 from __future__ import annotations
 
+import copy
 import ctypes
+import dataclasses
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from data_io import PreparedData
+from data_io.windows import window_span
 from model.build import model_from_config
 from model.config import Config
+from model.trainer import fit
 
 
 @dataclass(frozen=True)
@@ -113,6 +121,39 @@ def probe(config: Config, shape: DataShape, device: torch.device, batch: int | N
     finally:
         del model, optimizer
         torch.cuda.empty_cache()
+
+
+def trainer_probe(config: Config, data: PreparedData, batch: int) -> float:
+    """Peak allocated MB of the trainer's own first epoch of `config` at `batch` on CUDA (model.trainer.fit), on a
+    few of `data`'s windows: three whole training batches and a partial one, three validation batches. The third
+    call of a shape is the one CUDA graphs capture (model/_graphs.py), so the graphs an epoch holds are in the peak.
+    The data stays on the host: what a trial keeps on the GPU is added apart (tune/_preflight.data_on_gpu_mb)."""
+    few = few_windows(data, train=3 * batch + max(1, batch // 2), val=3 * batch)
+    config = copy.deepcopy(config)
+    t = config.train
+    t.batch_size, t.gradient_accumulation_steps, t.num_epochs = batch, 1, 1
+    t.data_on_device, t.checkpoint_every, t.num_workers, t.resume = "off", 0, 0, None
+    with tempfile.TemporaryDirectory(prefix="probe") as out:
+        t.output_dir = out
+        (record,) = fit(config, few)
+    return record.peak_memory_mb
+
+
+def probe_windows(data: PreparedData) -> int:
+    """The largest batch trainer_probe can run on `data` (0: too few windows)."""
+    return min(len(data.starts("train")) * 2 // 7, len(data.starts("val")) // 3)
+
+
+def few_windows(data: PreparedData, train: int, val: int) -> PreparedData:
+    """`data` with its train and val splits cut to their first `train` and `val` windows (the arrays shared)."""
+    span = window_span(data.config)
+    splits = dict(data.splits)
+    for split, n in (("train", train), ("val", val)):
+        starts = data.starts(split)
+        if len(starts) < n:
+            raise ValueError(f"the {split} split has {len(starts)} windows, fewer than the {n} asked for")
+        splits[split] = (splits[split][0], int(starts[n - 1]) + span)
+    return dataclasses.replace(data, splits=splits)
 
 
 def host_probe(config: Config, shape: DataShape, batch: int) -> float:

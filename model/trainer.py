@@ -76,12 +76,18 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
     if data is None:
         data = prepare(config.data)
     try:
-        return Trainer(config, data, device).run(on_epoch)
+        history = Trainer(config, data, device).run(on_epoch)
     except Exception as exc:
         if not is_oom(exc):
             raise
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         message = f"out of memory on {describe(device)}: {first_line[:200]}"
+    else:
+        if device.type == "cuda":
+            # The trainer and its CUDA graphs form a reference cycle (each graph holds a bound method): without a
+            # collection here their pools outlive the fit and count against the next trial of a reused actor.
+            release_memory()
+        return history
     # Outside the except block the traceback (and the tensors its frames hold) is gone, so memory can be freed.
     peak = peak_memory_mb(device)
     release_memory()

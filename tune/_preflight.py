@@ -3,9 +3,11 @@
 The prediction is `intercept + ratio * activations + states (+ the data, when a trial keeps it on the GPU)`:
 - activations and states are counted for each config on the meta device (model/memory.footprint): exact for
   every variant the model family builds, with no per-variant formula to keep up to date;
-- `intercept` and `ratio` are fitted once per data shape and device by real one-step probes of the search's own
-  config at two batch sizes (model/memory.probe) on the device trials run on: the ratio carries what the count
-  cannot see (AMP's bf16 copies, cuDNN workspaces), the intercept what every step holds beside them.
+- `intercept` and `ratio` are fitted once per data shape, device and topology (stacked, U-Net) by real probes of
+  the search's own config (and of graphcast's default for the other topology) at two batch sizes on the device
+  trials run on: on CUDA the trainer's own first epoch on a few windows (model/memory.trainer_probe, so CUDA
+  graphs' pools are in it), on CPU one step's host memory. The ratio carries what the count cannot see (AMP keeps
+  bf16 copies, GroupNorm and attention fp32 ones, cuDNN workspaces), the intercept what every step holds beside.
 The calibration is cached in the experiment folder (preflight.json), keyed by the data shape and the device, so a
 resumed search or a second one on the same folder does not probe again.
 
@@ -24,7 +26,9 @@ from pathlib import Path
 import torch
 
 from model.config import Config
-from model.memory import DataShape, footprint, host_probe, probe
+from data_io import ConfigError, PreparedData, ensure_local
+from model.convlstm import check_grid
+from model.memory import DataShape, footprint, host_probe, probe, probe_windows, trainer_probe
 from tune import experiment as ex
 
 log = logging.getLogger("convlstm")
@@ -43,9 +47,12 @@ class Calibration:
     intercept_mb: float
     ratio: float  # measured MB per counted activation MB
     probes: list[dict] = field(default_factory=list)
+    # topology -> [intercept_mb, ratio], where it was probed; others take the search's config's fit above
+    topologies: dict[str, list[float]] = field(default_factory=dict)
 
-    def predict_mb(self, fp, data_mb: float = 0.0) -> float:
-        return self.intercept_mb + self.ratio * fp.activations / MB + fp.states / MB + data_mb
+    def predict_mb(self, fp, data_mb: float = 0.0, topology: str | None = None) -> float:
+        intercept, ratio = self.topologies.get(topology, (self.intercept_mb, self.ratio))
+        return intercept + ratio * fp.activations / MB + fp.states / MB + data_mb
 
 
 def fit(probes: list[dict]) -> tuple[float, float]:
@@ -60,31 +67,49 @@ def fit(probes: list[dict]) -> tuple[float, float]:
     return my - ratio * mx, ratio
 
 
-def probe_batches(config: Config, shape: DataShape) -> tuple[int, int]:
+def probe_batches(config: Config, shape: DataShape, most: int = 1024) -> tuple[int, int]:
     """Two batches 8x apart, the larger the first power of 2 whose counted activations reach PROBE_MB (at most
-    1024): probes of a few MB would measure the allocator's noise, not the step."""
+    `most`): probes of a few MB would measure the allocator's noise, not the step."""
     per_sample = footprint(config, shape, 1).activations / MB
     large = 8
-    while large < 1024 and large * per_sample < PROBE_MB:
+    while large < most and large * per_sample < PROBE_MB:
         large *= 2
-    return large // 8, large
+    large = min(large, most)
+    return max(1, large // 8), large
 
 
-def calibrate(config: Config, shape: DataShape, device: str) -> Calibration:
-    """Probe `config` at probe_batches() on `device` ("cuda" or "cpu", in this process) and fit the calibration.
-    A warm-up step first: the first step's one-off allocations (library handles, arenas) are not the config's."""
-    probes = []
-    batches = probe_batches(config, shape)
+def other_topology(base: dict) -> dict:
+    """The params of the other topology's representative: graphcast's default U-Net (dual_stream) for a stacked
+    search, the stacked ConvLSTM for a U-Net one."""
+    return {"model_type": "stacked" if ex.trial_config(base, {}).model.topology == "unet" else "dual_stream"}
+
+
+def calibrate(configs: list[Config], shape: DataShape, device: str, data: PreparedData | None = None) -> Calibration:
+    """Probe each config (the search's own first; one per topology) at probe_batches() on `device` ("cuda" or
+    "cpu", in this process) and fit a calibration per topology. On CUDA with `data`, the probe is the trainer's own
+    first epoch (trainer_probe); without, or on CPU, one step. A warm-up first: the first step's one-off
+    allocations (library handles, arenas) are not the config's."""
     dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else None
-    measure = (lambda b: probe(config, shape, dev, b)) if device == "cuda" else (
-        lambda b: host_probe(config, shape, b))
-    measure(1)
-    for batch in batches:
-        fp = footprint(config, shape, batch)
-        measured = measure(batch)
-        probes.append({"batch": batch, "activations_mb": fp.activations / MB, "states_mb": fp.states / MB,
-                       "measured_mb": measured})
-    intercept, ratio = fit(probes)
+    data = ensure_local(data) if data is not None else None  # a node without the cache entry rebuilds it
+    most = probe_windows(data) if data is not None and device == "cuda" else 1024
+    if device != "cuda":
+        measure = lambda c, b: host_probe(c, shape, b)  # noqa: E731
+    elif most >= 2:
+        measure = lambda c, b: trainer_probe(c, data, b)  # noqa: E731
+    else:  # too few windows for the trainer's epoch: one step, no graphs
+        most, measure = 1024, lambda c, b: probe(c, shape, dev, b)  # noqa: E731
+    measure(configs[0], 1)
+    probes, topologies = [], {}
+    for config in configs:
+        batches = probe_batches(config, shape, most)
+        mine = []
+        for batch in batches:
+            fp = footprint(config, shape, batch)
+            mine.append({"topology": config.model.topology, "batch": batch, "activations_mb": fp.activations / MB,
+                         "states_mb": fp.states / MB, "measured_mb": measure(config, batch)})
+        topologies.setdefault(config.model.topology, list(fit(mine)))
+        probes += mine
+    intercept, ratio = topologies[configs[0].model.topology]
     if device == "cuda":
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         name, total = f"cuda:{props.name}", props.total_memory / MB
@@ -92,9 +117,22 @@ def calibrate(config: Config, shape: DataShape, device: str) -> Calibration:
         import psutil
 
         name, total = "cpu", psutil.virtual_memory().total / MB
-    log.info("Memory pre-flight calibrated on %s: %.0f MB + %.2f x counted activations (probes at batch %s)",
-             name, intercept, ratio, ", ".join(map(str, batches)))
-    return Calibration(device=name, total_mb=total, intercept_mb=intercept, ratio=ratio, probes=probes)
+    log.info("Memory pre-flight calibrated on %s: %s", name, "; ".join(
+        f"{k}: {a:.0f} MB + {r:.2f} x counted activations" for k, (a, r) in topologies.items()))
+    return Calibration(device=name, total_mb=total, intercept_mb=intercept, ratio=ratio, probes=probes,
+                       topologies=topologies)
+
+
+def probe_configs(base: dict, shape: DataShape) -> list[Config]:
+    """The configs a search calibrates on: its own, and the other topology's where this grid allows it."""
+    configs = [ex.trial_config(base, {})]
+    try:
+        other = ex.trial_config(base, other_topology(base))
+        check_grid(other.model, *shape.grid)
+        configs.append(other)
+    except ConfigError:  # e.g. a grid too small to pool
+        pass
+    return configs
 
 
 def data_on_gpu_mb(config: Config, shape: DataShape, total_mb: float, gpu: bool) -> float:
@@ -107,7 +145,8 @@ def data_on_gpu_mb(config: Config, shape: DataShape, total_mb: float, gpu: bool)
 
 def cache_key(shape: DataShape, config: Config, device: str) -> str:
     d, t = config.data, config.train
-    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-{device}"
+    graphs = int(device == "cuda" and t.cuda_graphs and not t.compile)
+    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-g{graphs}-{device}-v2"
 
 
 def load_cached(experiment: Path, key: str) -> Calibration | None:
@@ -161,7 +200,8 @@ class Preflight:
             config = ex.trial_config(self.base, params)
             gpu = self.calibration.device.startswith("cuda")
             self._predicted[key] = self.calibration.predict_mb(
-                footprint(config, self.shape), data_on_gpu_mb(config, self.shape, self.calibration.total_mb, gpu))
+                footprint(config, self.shape), data_on_gpu_mb(config, self.shape, self.calibration.total_mb, gpu),
+                config.model.topology)
         return self._predicted[key]
 
     def budget(self, share: float) -> float:

@@ -285,17 +285,17 @@ def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: Pre
                    concurrent: int) -> _preflight.Preflight:
     """The pre-flight of this search: the calibration from preflight.json, or probed now on the trials' device."""
     shape = DataShape.of(data)
-    config = ex.trial_config(base, {})
+    configs = _preflight.probe_configs(base, shape)
     device = "cuda" if gpus else "cpu"
-    key = _preflight.cache_key(shape, config, device)
+    key = _preflight.cache_key(shape, configs[0], device)
     calibration = _preflight.load_cached(experiment, key)
     if calibration is None:
         if device == "cuda":  # on a node with a GPU, in a share of its own, as a trial would be
             share = _preflight.SHARES[0] if gpus == "auto" else min(float(gpus), 1.0)
             task = ray.remote(num_cpus=search.cpus_per_trial, num_gpus=share)(_preflight.calibrate)
-            calibration = ray.get(task.remote(config, shape, device))
+            calibration = ray.get(task.remote(configs, shape, device, data))
         else:
-            calibration = _preflight.calibrate(config, shape, device)
+            calibration = _preflight.calibrate(configs, shape, device)
         _preflight.save(experiment, key, calibration)
     budget = search.preflight_memory_mb
     if budget is None and device == "cpu":  # the host's memory over the trials that run at once

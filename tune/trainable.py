@@ -14,7 +14,7 @@ import torch
 from ray import tune
 
 from data_io import PreparedData, ensure_local
-from model.errors import Diverged, OutOfMemory
+from model.errors import Diverged, OutOfMemory, release_memory
 from model.trainer import EpochRecord
 from tune import _rescue
 from tune._objective import METRICS
@@ -47,6 +47,8 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
     torch.set_num_threads(max(1, int(resources.get("cpus", 1))))
     # This trial's share (with --gpus-per-trial auto, each trial's own), as Ray assigned it.
     gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0) or 0)
+    if config.train.device == "cuda":
+        release_memory()  # what an earlier trial of this reused actor left would count against this one's cap
     if config.train.device == "cuda" and 0 < gpus < 1:
         # Our share of the card: a config too big for it runs out of memory itself, not its neighbour.
         torch.cuda.set_per_process_memory_fraction(gpus)

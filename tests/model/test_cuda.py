@@ -77,3 +77,23 @@ def test_graphed_steps_follow_eager_training_for_the_graphcast_variants(data, tm
         return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
 
     np.testing.assert_allclose(run(True), run(False), rtol=2e-3)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(model_type="dual_stream", hidden_channels=[8, 16], dropout_rate=0.0),
+    dict(model_type="shallow", hidden_channels=[8, 16], use_batch_norm=True),
+], ids=["dual_stream", "shallow+batchnorm"])
+def test_compiled_training_follows_eager_training_for_the_graphcast_variants(data, tmp_path, overrides):
+    """--compile (reduce-overhead: inductor kernels inside torch's own CUDA graphs) on the U-Net variants, with
+    GroupNorm, attention and BatchNorm, against the eager path: same loss curves (bf16)."""
+    from model._presets import preset
+
+    model = ModelConfig(**{**preset(overrides["model_type"]), **overrides})
+
+    def run(compile_model: bool) -> list:
+        train = TrainConfig(output_dir=str(tmp_path / str(compile_model)), num_epochs=2, num_workers=0, batch_size=6,
+                            gradient_accumulation_steps=2, seed=1, learning_rate=1e-3, device="cuda",
+                            compile=compile_model, cuda_graphs=False, checkpoint_every=0)
+        return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
+
+    np.testing.assert_allclose(run(True), run(False), rtol=5e-3)

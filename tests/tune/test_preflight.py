@@ -64,13 +64,41 @@ def test_a_host_calibration_predicts_a_large_config_it_did_not_probe(demo_nc):
     data = prepare(DataConfig(data=str(demo_nc)))
     shape = DataShape.of(data)
     config = _config()
-    calibration = calibrate(config, shape, "cpu")
+    calibration = calibrate([config], shape, "cpu")
     assert calibration.ratio > 0 and len(calibration.probes) == 2
     big = _config(hidden_channels=[128, 128])
     torch.set_num_threads(1)
     measured = host_probe(big, shape, 32)
     predicted = calibration.predict_mb(footprint(big, shape, 32))
     assert abs(predicted / measured - 1) < 0.3, (predicted, measured)
+
+
+def test_a_calibration_per_topology_predicts_an_unprobed_unet_from_its_own_fit(demo_nc):
+    data = prepare(DataConfig(data=str(demo_nc)))
+    shape = DataShape.of(data)
+    base = {"data": {"data": str(demo_nc)}, "model": {}, "train": {}}
+    configs = _preflight.probe_configs(base, shape)
+    assert [c.model.topology for c in configs] == ["stacked", "unet"]
+    torch.set_num_threads(1)
+    calibration = calibrate(configs, shape, "cpu")
+    assert set(calibration.topologies) == {"stacked", "unet"} and len(calibration.probes) == 4
+    unet = _config(model_type="dual_stream", hidden_channels=[48, 96])
+    measured = host_probe(unet, shape, 16)
+    predicted = calibration.predict_mb(footprint(unet, shape, 16), 0.0, "unet")
+    assert abs(predicted / measured - 1) < 0.3, (predicted, measured)
+
+
+def test_the_trainer_probe_sees_exactly_the_windows_it_asks_for(demo_nc):
+    from model.memory import few_windows, probe_windows
+
+    data = prepare(DataConfig(data=str(demo_nc)))
+    few = few_windows(data, train=7, val=3)
+    assert (len(few.starts("train")), len(few.starts("val"))) == (7, 3)
+    assert few.inputs is data.inputs and (few.starts("train") == data.starts("train")[:7]).all()
+    most = probe_windows(data)
+    assert 3.5 * most <= len(data.starts("train")) and 3 * most <= len(data.starts("val"))
+    with pytest.raises(ValueError, match="val split"):
+        few_windows(data, train=1, val=len(data.starts("val")) + 1)
 
 
 def test_auto_share_is_the_smallest_of_the_menu_the_prediction_fits():
@@ -147,5 +175,7 @@ def test_the_calibration_is_cached_in_the_experiment(skipping):
 
     saved = json.loads((experiment / _preflight.PREFLIGHT_JSON).read_text())["calibrations"]
     (entry,) = saved.values()
-    assert entry["device"] == "cpu" and math.isfinite(entry["ratio"]) and len(entry["probes"]) == 2
+    assert entry["device"] == "cpu" and math.isfinite(entry["ratio"])
+    # the search's own config and graphcast's default for the U-Net topology, two batches each
+    assert sorted(entry["topologies"]) == ["stacked", "unet"] and len(entry["probes"]) == 4
 

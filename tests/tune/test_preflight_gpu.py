@@ -1,0 +1,56 @@
+"""The memory pre-flight on a real GPU: the trainer-probe calibration predicts configs it did not probe.
+
+Skipped without a GPU; on a GPU machine: python -m pytest -m gpu tests/tune/test_preflight_gpu.py
+The accuracy over many configs is a benchmark (python -m benchmarks.preflight, BENCHMARKS.md), not a test.
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+
+from data_io import DataConfig, prepare
+from model.memory import DataShape, footprint
+from model.trainer import fit
+from tune._preflight import calibrate, probe_configs
+from tune.experiment import trial_config
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_a_graphed_calibration_per_topology_predicts_unprobed_configs_within_a_fifth(tmp_path):
+    from data_io.demo import write_demo
+
+    path = write_demo(tmp_path / "demo.nc", seed=3, days=60, resolution=0.5)
+    base = {"data": {"data": str(path), "include_upstream": True}, "model": {},
+            "train": {"num_epochs": 1, "device": "cuda", "checkpoint_every": 0, "num_workers": 0,
+                      "data_on_device": "off"}}
+    data = prepare(DataConfig(data=str(path), include_upstream=True))
+    shape = DataShape.of(data)
+    calibration = calibrate(probe_configs(base, shape), shape, "cuda", data)
+    assert set(calibration.topologies) == {"stacked", "unet"}
+    for params in ({"hidden_channels": [32, 96], "batch_size": 12},
+                   {"model_type": "dual_stream", "hidden_channels": [48, 96], "batch_size": 6}):
+        config = trial_config(base, params)
+        predicted = calibration.predict_mb(footprint(config, shape), 0.0, config.model.topology)
+        with tempfile.TemporaryDirectory() as out:
+            config.train.output_dir = out
+            measured = fit(config, data)[-1].peak_memory_mb
+        assert abs(predicted / measured - 1) < 0.2, (params, predicted, measured)
+
+
+def test_a_finished_graphed_fit_leaves_nothing_allocated_for_the_next_trial(tmp_path):
+    """The trainer and its CUDA graphs form a reference cycle; fit() collects it, so a reused actor's next trial
+    starts with the card as the last one found it."""
+    from data_io.demo import write_demo
+
+    data = prepare(DataConfig(data=str(write_demo(tmp_path / "demo.nc", seed=3, days=40, resolution=1.0))))
+    config = trial_config({"data": {"data": str(data.config.data)}, "model": {"hidden_channels": [32]},
+                           "train": {"num_epochs": 3, "device": "cuda", "checkpoint_every": 0, "num_workers": 0,
+                                     "output_dir": str(tmp_path / "run")}}, {})
+    torch.cuda.empty_cache()
+    before = torch.cuda.memory_reserved()
+    fit(config, data)
+    assert torch.cuda.memory_reserved() <= before + 2**20
