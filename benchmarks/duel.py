@@ -2,7 +2,8 @@
 
     python -m benchmarks.duel                                   # GPU, reference size: 0.25 deg, 3 files x 2 seeds
     python -m benchmarks.duel --days 60 --resolution 1.0 --num-samples 3 --max-epochs 1 --epochs 1 --files 1 \\
-        --seeds 1 --device cpu                                  # CPU, tiny
+        --seeds 0 --device cpu                                  # CPU, tiny
+    python -m benchmarks.duel --merge a.json b.json --output c.json  # one table from runs made in several calls
 
 Per generator seed (a reference-schema file with the upstream box, benchmarks/_common.reference_file) and training
 seed: `python -m tune.search` with its defaults (its default baseline included) then `python -m tune.retrain
@@ -16,6 +17,7 @@ Writes benchmarks/results/duel_<machine>.json with the command.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import sys
@@ -32,6 +34,9 @@ from model import checkpoint as ckpt_io
 from model.config import config_from_args
 from model.trainer import fit
 from tune._compare import HEADLINE, headline, score_on_test
+
+
+DIFFERENCE = "search pick - baseline (dual_stream by our trainer, same wall time)"
 
 
 class _Spent(Exception):
@@ -102,10 +107,30 @@ def machine_name(device: str) -> str:
     return "cpu"
 
 
+def summarise(runs: list[dict]) -> dict:
+    """Over the runs: each headline score's mean difference (search - baseline), its interval, and the wins."""
+    summary = {}
+    for score, label, higher in HEADLINE:
+        diffs = [r["scores"][score]["difference"] for r in runs if score in r["scores"]
+                 and math.isfinite(r["scores"][score].get("difference", math.nan))]
+        if diffs:
+            m = mean_difference(diffs)
+            wins = sum((d > 0) == higher and d != 0 for d in diffs)
+            outside = sum(r["scores"][score]["low"] > 0 or r["scores"][score]["high"] < 0 for r in runs
+                          if score in r["scores"] and "low" in r["scores"][score])
+            summary[score] = {**m, "search_better_in": wins, "runs_outside_interval": outside,
+                              "higher_is_better": higher}
+            interval = f" [{m['low']:+.3g}, {m['high']:+.3g}]" if "low" in m else " (one run: no interval over runs)"
+            print(f"{label}: search - baseline, mean over {len(diffs)} runs {m['mean']:+.4g}{interval}; "
+                  f"search better in {wins} of {len(diffs)}", flush=True)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--files", type=int, default=3, help="generator seeds (one reference-schema file each)")
-    p.add_argument("--seeds", type=int, default=2, help="training seeds per file")
+    p.add_argument("--first-file", type=int, default=0, help="the first generator seed (split a duel over calls)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds per file")
     p.add_argument("--days", type=int, default=240, help="days per file (12-hourly: 480 steps at 240)")
     p.add_argument("--resolution", type=float, default=0.25)
     p.add_argument("--num-samples", type=int, default=8, help="searched trials (tune.search's default)")
@@ -115,29 +140,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--work", help="folder for the files and runs (default: a temporary one)")
     p.add_argument("--output", help="default: benchmarks/results/duel_<machine>.json")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine the runs of earlier results files, run none")
     args = p.parse_args(argv)
-    work = Path(args.work or tempfile.mkdtemp(prefix="duel"))
-    runs = []
-    for f in range(args.files):
-        file = reference_file(work / f"ref_seed{f}_{args.resolution:g}deg.nc", days=args.days, upstream=True, seed=f,
-                              resolution=args.resolution)
-        for s in range(args.seeds):
-            runs.append(one_run(file, s, args, work))
-    summary = {}
-    for score, label, higher in HEADLINE:
-        diffs = [r["scores"][score]["difference"] for r in runs if score in r["scores"]
-                 and math.isfinite(r["scores"][score].get("difference", math.nan))]
-        if diffs:
-            m = mean_difference(diffs)
-            wins = sum((d > 0) == higher and d != 0 for d in diffs)
-            summary[score] = {**m, "search_better_in": wins, "higher_is_better": higher}
-            interval = f" [{m['low']:+.3g}, {m['high']:+.3g}]" if "low" in m else " (one run: no interval over runs)"
-            print(f"{label}: search - baseline, mean over {len(diffs)} runs {m['mean']:+.4g}{interval}; "
-                  f"search better in {wins} of {len(diffs)}")
     command = "python -m benchmarks.duel " + " ".join(argv if argv is not None else sys.argv[1:])
     output = args.output or f"benchmarks/results/duel_{machine_name(args.device)}.json"
-    write_json(output, {"command": command, "args": vars(args), "runs": runs, "mean_difference": summary,
-                        "difference": "search pick - baseline (dual_stream by our trainer, same wall time)"})
+    runs, commands = [], [command]
+    if args.merge:
+        for path in args.merge:
+            earlier = json.loads(Path(path).read_text())
+            runs += earlier["runs"]
+            commands += earlier.get("commands", [earlier.get("command")])
+        commands.remove(command)
+    else:
+        work = Path(args.work or tempfile.mkdtemp(prefix="duel"))
+        for f in range(args.first_file, args.first_file + args.files):
+            file = reference_file(work / f"ref_seed{f}_{args.resolution:g}deg.nc", days=args.days, upstream=True,
+                                  seed=f, resolution=args.resolution)
+            for s in args.seeds:
+                runs.append(one_run(file, s, args, work))
+                # After every run: a call cut off at its time limit keeps the runs it finished.
+                write_json(output, {"command": command, "commands": commands, "args": vars(args), "runs": runs,
+                                    "mean_difference": summarise(runs), "difference": DIFFERENCE})
+    write_json(output, {"command": command, "commands": commands, "args": vars(args), "runs": runs,
+                        "mean_difference": summarise(runs), "difference": DIFFERENCE})
     print(f"Wrote {output}")
 
 

@@ -3,6 +3,7 @@
     python -m benchmarks.search packing [--samples 12]   # same small-config search at 1 and 4 trials per GPU
     python -m benchmarks.search oom                      # issue 3's GPU table: 0.25 GPU per trial, some configs too big
     python -m benchmarks.search cpu                      # the default CPU search (python -m tune.search --device auto)
+    python -m benchmarks.search shares [--budget-s 75]   # the oom space at fixed 0.125, fixed 1.0 and auto GPU shares
 
 Trial overhead = Ray starts the trial (Tune callback) -> the trial's first optimizer step has finished.
 Host memory = peak of the machine's used memory during the search minus before it (sampled every 0.2 s).
@@ -88,7 +89,8 @@ def run_one(argv: list[str], storage: Path, name: str) -> dict:
         search_cli.run(argv + ["--storage-path", str(storage), "--name", name], callbacks=[starts])
     total = time.time() - t0
     # Trials per hour over the trials' own span: Ray start-up and data loading happen once per search.
-    wall = starts.last_end - min(starts.started.values())
+    first = min(starts.started.values())
+    wall = (starts.last_end if starts.last_end > first else time.time()) - first
     table = load_trials(storage / name)
     overheads, to_entry = [], []
     for d in table["trial_dir"]:
@@ -98,8 +100,9 @@ def run_one(argv: list[str], storage: Path, name: str) -> dict:
             overheads.append(first["first_step_at"] - starts.started[tid])
             to_entry.append(first["trial_started_at"] - starts.started[tid])
     done = int(table["status"].isin(["ok", "stopped early", "oom", "diverged"]).sum())
+    counts = {k: int(v) for k, v in table["status"].value_counts().items()}
     return {
-        "name": name, "argv": argv, "wall_s": wall, "command_s": total, "trials_done": done,
+        "name": name, "argv": argv, "wall_s": wall, "command_s": total, "trials_done": done, "statuses": counts,
         "trials_per_hour": done / wall * 3600,
         "overhead_s_median": statistics.median(overheads) if overheads else None,
         "overhead_s_max": max(overheads) if overheads else None, "overhead_s": overheads,
@@ -122,7 +125,8 @@ def _first_result(trial_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.search", description=__doc__.split("\n")[0])
-    p.add_argument("which", choices=["packing", "oom", "cpu"])
+    p.add_argument("which", choices=["packing", "oom", "cpu", "shares"])
+    p.add_argument("--budget-s", type=float, default=75, help="shares: each search's --time-budget-s")
     p.add_argument("--samples", type=int, default=12)
     p.add_argument("--days", type=int, default=200)
     p.add_argument("--epochs", type=int, default=12, help="epochs per trial in the packing runs (no early stopping)")
@@ -160,6 +164,22 @@ def main(argv: list[str] | None = None) -> None:
                  "--grace-epochs", "1", "--space", str(space), "--gpus-per-trial", "0.25", "--cpus-per-trial", "2",
                  "--num-workers", "0", "--seed", "3"]
         runs.append(run_one(argv_, storage, f"oom-{stamp}"))
+    elif args.which == "shares":
+        # The same space, seed and wall budget at three share policies: trials finished per hour, OOMs, skips.
+        data = reference_file(f"/tmp/convlstm_reference_up_{args.days}d.nc", args.days, upstream=True)
+        space = storage / "oom_space.yaml"
+        storage.mkdir(parents=True, exist_ok=True)
+        space.write_text("hidden_channels: {layers: [1, 3], widths: [32, 256]}\nbatch_size: [8, 64]\n"
+                         "gradient_accumulation_steps: [1, 2]\n")
+        common = ["--data", str(data), "--include-upstream", "--num-samples", str(args.samples), "--max-epochs", "2",
+                  "--grace-epochs", "1", "--space", str(space), "--cpus-per-trial", "2", "--num-workers", "0",
+                  "--seed", "3", "--time-budget-s", str(args.budget_s)]
+        for flags in (["--gpus-per-trial", "0.125", "--no-preflight"], ["--gpus-per-trial", "0.125"],
+                      ["--gpus-per-trial", "1"], ["--gpus-per-trial", "auto"]):
+            runs.append(run_one(common + flags, storage, f"share-{'-'.join(flags[1:])}-{stamp}"))
+        for r in runs:
+            print(f"{' '.join(r['argv'][len(common):])}: {r['trials_per_hour']:.0f} trials/h, "
+                  f"statuses {r['statuses']}")
     else:
         runs.append(run_one(["--device", "auto"], storage, f"cpu-{stamp}"))
     for r in runs:
