@@ -118,6 +118,12 @@ class Trainer:
         self.model = self.model.to(memory_format=self.memory_format)
         if t.compile:
             torch._dynamo.reset()  # a reused process (search trial, benchmark) would otherwise hit the recompile limit
+            if config.model.topology == "unet":
+                # Inductor's coalescing analysis (torch 2.11) fails on the U-Net's up-sampling indices ("TypeError:
+                # Expected a number but got Add" in tiling_utils.analyze_memory_coalescing); it only picks tilings.
+                import torch._inductor.config as inductor
+
+                inductor.triton.coalesce_tiling_analysis = False
         compiled = torch.compile(self.model, mode=t.compile_mode, dynamic=False) if t.compile else self.model
         self.cuda_graphs = t.compile and t.compile_mode == "reduce-overhead" and device.type == "cuda"
         # Gradients live in their own memory and are zeroed in place, never set to None: with CUDA graphs the
