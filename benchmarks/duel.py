@@ -144,12 +144,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     command = "python -m benchmarks.duel " + " ".join(argv if argv is not None else sys.argv[1:])
     output = args.output or f"benchmarks/results/duel_{machine_name(args.device)}.json"
-    runs, commands = [], [command]
+    runs, commands, ran_on = [], [command], []
     if args.merge:
         for path in args.merge:
             earlier = json.loads(Path(path).read_text())
             runs += earlier["runs"]
             commands += earlier.get("commands", [earlier.get("command")])
+            ran_on.append(earlier.get("machine"))
         commands.remove(command)
     else:
         work = Path(args.work or tempfile.mkdtemp(prefix="duel"))
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                 write_json(output, {"command": command, "commands": commands, "args": vars(args), "runs": runs,
                                     "mean_difference": summarise(runs), "difference": DIFFERENCE})
     write_json(output, {"command": command, "commands": commands, "args": vars(args), "runs": runs,
-                        "mean_difference": summarise(runs), "difference": DIFFERENCE})
+                        "mean_difference": summarise(runs), "difference": DIFFERENCE,
+                        **({"runs_made_on": ran_on} if ran_on else {})})
     print(f"Wrote {output}")
 
 

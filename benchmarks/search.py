@@ -119,8 +119,8 @@ def _first_result(trial_dir: Path) -> dict:
     path = trial_dir / "result.json"
     if not path.is_file():
         return {}
-    line = path.read_text().splitlines()[0]
-    return json.loads(line)
+    lines = path.read_text().splitlines()
+    return json.loads(lines[0]) if lines else {}  # a trial the time budget ended before its first report
 
 
 def main(argv: list[str] | None = None) -> None:
