@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from model.config import Config
 from data_io import ConfigError, PreparedData, ensure_local
+from model.config import Config
 from model.convlstm import check_grid
 from model.memory import DataShape, footprint, host_probe, probe, probe_windows, trainer_probe
 from tune import experiment as ex
@@ -78,12 +78,6 @@ def probe_batches(config: Config, shape: DataShape, most: int = 1024) -> tuple[i
     return max(1, large // 8), large
 
 
-def other_topology(base: dict) -> dict:
-    """The params of the other topology's representative: graphcast's default U-Net (dual_stream) for a stacked
-    search, the stacked ConvLSTM for a U-Net one."""
-    return {"model_type": "stacked" if ex.trial_config(base, {}).model.topology == "unet" else "dual_stream"}
-
-
 def calibrate(configs: list[Config], shape: DataShape, device: str, data: PreparedData | None = None) -> Calibration:
     """Probe each config (the search's own first; one per topology) at probe_batches() on `device` ("cuda" or
     "cpu", in this process) and fit a calibration per topology. On CUDA with `data`, the probe is the trainer's own
@@ -92,12 +86,14 @@ def calibrate(configs: list[Config], shape: DataShape, device: str, data: Prepar
     dev = torch.device("cuda", torch.cuda.current_device()) if device == "cuda" else None
     data = ensure_local(data) if data is not None else None  # a node without the cache entry rebuilds it
     most = probe_windows(data) if data is not None and device == "cuda" else 1024
-    if device != "cuda":
-        measure = lambda c, b: host_probe(c, shape, b)  # noqa: E731
-    elif most >= 2:
-        measure = lambda c, b: trainer_probe(c, data, b)  # noqa: E731
-    else:  # too few windows for the trainer's epoch: one step, no graphs
-        most, measure = 1024, lambda c, b: probe(c, shape, dev, b)  # noqa: E731
+    if device == "cuda" and most < 2:  # too few windows for the trainer's epoch: one step, no graphs
+        most, data = 1024, None
+
+    def measure(config: Config, batch: int) -> float:
+        if device != "cuda":
+            return host_probe(config, shape, batch)
+        return trainer_probe(config, data, batch) if data is not None else probe(config, shape, dev, batch)
+
     measure(configs[0], 1)
     probes, topologies = [], {}
     for config in configs:
@@ -126,8 +122,10 @@ def calibrate(configs: list[Config], shape: DataShape, device: str, data: Prepar
 def probe_configs(base: dict, shape: DataShape) -> list[Config]:
     """The configs a search calibrates on: its own, and the other topology's where this grid allows it."""
     configs = [ex.trial_config(base, {})]
+    # The other topology's representative: graphcast's default U-Net for a stacked search, and the other way round.
+    other_type = "stacked" if configs[0].model.topology == "unet" else "dual_stream"
     try:
-        other = ex.trial_config(base, other_topology(base))
+        other = ex.trial_config(base, {"model_type": other_type})
         check_grid(other.model, *shape.grid)
         configs.append(other)
     except ConfigError:  # e.g. a grid too small to pool
