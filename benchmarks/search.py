@@ -113,6 +113,18 @@ def run_one(argv: list[str], storage: Path, name: str) -> dict:
     }
 
 
+def _oom_search(args, storage: Path, path: str) -> list[str]:
+    """Search flags over a space where some configs do not fit a small GPU share (issue 3's GPU table)."""
+    data = reference_file(path, args.days, upstream=True)
+    space = storage / "oom_space.yaml"
+    storage.mkdir(parents=True, exist_ok=True)
+    space.write_text("hidden_channels: {layers: [1, 3], widths: [32, 256]}\nbatch_size: [8, 64]\n"
+                     "gradient_accumulation_steps: [1, 2]\n")
+    return ["--data", str(data), "--include-upstream", "--num-samples", str(args.samples), "--max-epochs", "2",
+            "--grace-epochs", "1", "--space", str(space), "--cpus-per-trial", "2", "--num-workers", "0",
+            "--seed", "3"]
+
+
 def _first_result(trial_dir: Path) -> dict:
     import json
 
@@ -155,25 +167,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"packing: {runs[0]['trials_per_hour']:.0f} trials/h at 1 per GPU, "
               f"{runs[1]['trials_per_hour']:.0f} at 4 per GPU ({speedup:.2f}x)")
     elif args.which == "oom":
-        data = reference_file("/tmp/convlstm_reference_up.nc", args.days, upstream=True)
-        space = storage / "oom_space.yaml"
-        storage.mkdir(parents=True, exist_ok=True)
-        space.write_text("hidden_channels: {layers: [1, 3], widths: [32, 256]}\nbatch_size: [8, 64]\n"
-                         "gradient_accumulation_steps: [1, 2]\n")
-        argv_ = ["--data", str(data), "--include-upstream", "--num-samples", str(args.samples), "--max-epochs", "2",
-                 "--grace-epochs", "1", "--space", str(space), "--gpus-per-trial", "0.25", "--cpus-per-trial", "2",
-                 "--num-workers", "0", "--seed", "3"]
-        runs.append(run_one(argv_, storage, f"oom-{stamp}"))
+        runs.append(run_one(_oom_search(args, storage, "/tmp/convlstm_reference_up.nc") + ["--gpus-per-trial", "0.25"],
+                            storage, f"oom-{stamp}"))
     elif args.which == "shares":
-        # The same space, seed and wall budget at three share policies: trials finished per hour, OOMs, skips.
-        data = reference_file(f"/tmp/convlstm_reference_up_{args.days}d.nc", args.days, upstream=True)
-        space = storage / "oom_space.yaml"
-        storage.mkdir(parents=True, exist_ok=True)
-        space.write_text("hidden_channels: {layers: [1, 3], widths: [32, 256]}\nbatch_size: [8, 64]\n"
-                         "gradient_accumulation_steps: [1, 2]\n")
-        common = ["--data", str(data), "--include-upstream", "--num-samples", str(args.samples), "--max-epochs", "2",
-                  "--grace-epochs", "1", "--space", str(space), "--cpus-per-trial", "2", "--num-workers", "0",
-                  "--seed", "3", "--time-budget-s", str(args.budget_s)]
+        # The same space, seed and wall budget at four share policies: trials finished per hour, OOMs, skips.
+        common = _oom_search(args, storage, f"/tmp/convlstm_reference_up_{args.days}d.nc") + [
+            "--time-budget-s", str(args.budget_s)]
         for flags in (["--gpus-per-trial", "0.125", "--no-preflight"], ["--gpus-per-trial", "0.125"],
                       ["--gpus-per-trial", "1"], ["--gpus-per-trial", "auto"]):
             runs.append(run_one(common + flags, storage, f"share-{'-'.join(flags[1:])}-{stamp}"))
