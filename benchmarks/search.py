@@ -12,6 +12,7 @@ Host memory = peak of the machine's used memory during the search minus before i
 from __future__ import annotations
 
 import argparse
+import sys
 import statistics
 import threading
 import time
@@ -135,6 +136,18 @@ def _first_result(trial_dir: Path) -> dict:
     return json.loads(lines[0]) if lines else {}  # a trial the time budget ended before its first report
 
 
+class Runs(list):
+    """The runs so far, written to the results file after each one: a cut-off call keeps what it measured."""
+
+    def __init__(self, output: str, command: str) -> None:
+        super().__init__()
+        self.output, self.command = output, command
+
+    def append(self, run: dict) -> None:
+        super().append(run)
+        write_json(self.output, {"command": self.command, "runs": list(self)})
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.search", description=__doc__.split("\n")[0])
     p.add_argument("which", choices=["packing", "oom", "cpu", "shares"])
@@ -148,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     storage = Path(args.storage)
     stamp = time.strftime("%H%M%S")
-    runs = []
+    output = args.output or f"benchmarks/results/search_{args.which}.json"
+    runs = Runs(output, "python -m benchmarks.search " + " ".join(sys.argv[1:] if argv is None else argv))
     if args.which == "packing":
         data = reference_file("/tmp/convlstm_reference_small.nc", 400)
         space = storage / "small_space.yaml"
@@ -190,8 +204,6 @@ def main(argv: list[str] | None = None) -> None:
         print("  overhead per trial:", [round(x, 2) for x in r["overhead_s"]], "of which to trainable entry:",
               [round(x, 2) for x in r["to_trainable_entry_s"]])
         print(pd.DataFrame(r["table"]).to_string(index=False))
-    write_json(args.output or f"benchmarks/results/search_{args.which}.json",
-               {"command": "python -m benchmarks.search " + " ".join(argv or []), "runs": runs})
 
 
 if __name__ == "__main__":

@@ -54,3 +54,31 @@ def test_a_finished_graphed_fit_leaves_nothing_allocated_for_the_next_trial(tmp_
     before = torch.cuda.memory_reserved()
     fit(config, data)
     assert torch.cuda.memory_reserved() <= before + 2**20
+
+
+def test_the_first_fit_of_a_fresh_process_leaves_its_data_on_the_gpu_to_no_one(tmp_path):
+    """A process's first fit: nothing it put on the GPU (the data kept there, the model, its graphs) stays allocated
+    after it returns. Run in a fresh interpreter, where torch's one-off lazy imports happen inside that fit."""
+    import subprocess
+    import sys
+
+    from data_io.demo import write_demo
+
+    path = write_demo(tmp_path / "demo.nc", seed=3, days=40, resolution=0.5)
+    script = f"""
+import gc, torch
+from data_io import DataConfig, prepare
+from tune.experiment import trial_config
+from model.trainer import fit
+data = prepare(DataConfig(data={str(path)!r}))
+config = trial_config({{"data": {{"data": {str(path)!r}}}, "model": {{"hidden_channels": [32]}},
+                       "train": {{"num_epochs": 1, "device": "cuda", "checkpoint_every": 0, "num_workers": 0,
+                                 "data_on_device": "on", "output_dir": {str(tmp_path / "run")!r}}}}}, {{}})
+import model.trainer as tr
+fit(config, data)
+gc.collect()
+print(sum(isinstance(o, tr.Trainer) for o in gc.get_objects()), torch.cuda.memory_allocated())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    trainers, allocated = map(int, out.stdout.split()[-2:])
+    assert (trainers, allocated) == (0, 0), out.stdout
