@@ -28,8 +28,15 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def release_memory() -> None:
+    """Collect, then hand the caching allocators' free memory back, so the next fit of this process starts clean."""
     gc.collect()
     if torch.cuda.is_available():
+        # cuBLAS keeps a workspace (96 MB on an H200) per stream it has run on, for the life of the process; every
+        # fit's CUDA graphs run on streams of their own, so without this a reused trial actor grew by 96 MB per
+        # U-Net trial (576 MB after 16 of the pre-flight benchmark's configs; BENCHMARKS §11).
+        clear_workspaces = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+        if clear_workspaces is not None:
+            clear_workspaces()
         torch.cuda.empty_cache()
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         torch.mps.empty_cache()

@@ -56,6 +56,21 @@ def test_a_finished_graphed_fit_leaves_nothing_allocated_for_the_next_trial(tmp_
     assert torch.cuda.memory_reserved() <= before + 2**20
 
 
+def test_u_net_fits_one_after_another_leave_nothing_allocated_between_them(tmp_path):
+    """cuBLAS's per-stream workspaces (the U-Net's attention runs on cuBLAS) are handed back with the rest."""
+    from data_io.demo import write_demo
+
+    path = write_demo(tmp_path / "demo.nc", seed=3, days=40, resolution=0.5)
+    data = prepare(DataConfig(data=str(path)))
+    base = {"data": {"data": str(path)}, "model": {},
+            "train": {"num_epochs": 1, "device": "cuda", "checkpoint_every": 0, "num_workers": 0}}
+    for i in range(3):
+        config = trial_config(base, {"model_type": "dual_stream", "hidden_channels": [16, 32], "use_attention": True})
+        config.train.output_dir = str(tmp_path / f"run{i}")
+        fit(config, data)
+        assert torch.cuda.memory_allocated() == 0, (i, torch.cuda.memory_allocated())
+
+
 def test_the_first_fit_of_a_fresh_process_leaves_its_data_on_the_gpu_to_no_one(tmp_path):
     """A process's first fit: nothing it put on the GPU (the data kept there, the model, its graphs) stays allocated
     after it returns. Run in a fresh interpreter, where torch's one-off lazy imports happen inside that fit."""
