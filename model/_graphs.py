@@ -71,10 +71,6 @@ class StepGraphs:
         inputs = [None if a is None else a.detach().clone() for a in args]
         graph = torch.cuda.CUDAGraph()
         torch.cuda.current_stream().synchronize()
-        # The warm-up's eager steps left their memory cached in the allocator's pool of the side stream, which the
-        # graph's private pool cannot reuse: handed back first, the capture can reserve it again, and the trial's
-        # reserved peak (what its memory cap bounds) stays near its allocated peak rather than their sum.
-        torch.cuda.empty_cache()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.side):
             outputs = self.fn(*inputs)
         return _Captured(graph, inputs, outputs)
