@@ -13,8 +13,24 @@ from model.errors import Diverged, OutOfMemory
 EXIT_USAGE, EXIT_OOM, EXIT_DIVERGED = 2, 3, 4
 
 
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at each record: in-process callers (tests, notebooks) swap sys.stdout and
+    close the old one, and a handler bound to it would print 'Logging error' tracebacks ever after."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
+    handlers: list[logging.Handler] = [_CurrentStdout()]
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file))

@@ -21,3 +21,25 @@ def test_oom_errors_of_every_backend_are_recognised(exc):
 )
 def test_other_errors_are_not_oom(exc):
     assert not is_oom(exc)
+
+
+def test_cli_logging_follows_a_swapped_stdout(capsys):
+    import io
+    import logging
+    import sys
+
+    from model._main import setup_logging
+
+    first = io.StringIO()
+    saved = sys.stdout
+    try:
+        sys.stdout = first
+        setup_logging()
+        logging.getLogger("convlstm").info("to the first")
+        sys.stdout = second = io.StringIO()
+        first.close()  # what pytest's capture does to the stream a handler was bound to
+        logging.getLogger("convlstm").info("to the second")
+    finally:
+        sys.stdout = saved
+        logging.basicConfig(force=True, handlers=[logging.NullHandler()])
+    assert "to the second" in second.getvalue() and "Logging error" not in capsys.readouterr().err

@@ -83,8 +83,10 @@ def test_a_calibration_per_topology_predicts_an_unprobed_unet_from_its_own_fit(d
     calibration = calibrate(configs, shape, "cpu")
     assert set(calibration.topologies) == {"stacked", "unet"} and len(calibration.probes) == 4
     unet = _config(model_type="dual_stream", hidden_channels=[48, 96])
-    measured = host_probe(unet, shape, 16)
-    predicted = calibration.predict_mb(footprint(unet, shape, 16), 0.0, "unet")
+    # Batch 64, not 16: the host probes' RSS intercept wanders by ~10 MB from one calibration to the next (CI saw
+    # 28 MB predicted against 43 measured at 16); at 64 that noise is under a tenth of the footprint.
+    measured = host_probe(unet, shape, 64)
+    predicted = calibration.predict_mb(footprint(unet, shape, 64), 0.0, "unet")
     assert abs(predicted / measured - 1) < 0.3, (predicted, measured)
 
 
