@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -50,6 +51,12 @@ def convlstm_train_flops(hidden: list[int], in_ch: int, out_ch: int, hw: int, wi
     steps = window + forecast_steps - 1
     head = 2 * hidden[-1] * out_ch * hw * forecast_steps
     return 3.0 * (per_step * steps + head)
+
+
+def command(module: str, argv: list[str] | None) -> str:
+    """The command line a results file records: `argv` when main() was called with one (an empty list included),
+    else this process's own."""
+    return " ".join(["python -m benchmarks." + module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def machine() -> dict:

@@ -18,7 +18,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from benchmarks._common import write_json
+from benchmarks._common import command, write_json
 from benchmarks.large_file import ROOT, run_measured, write_reference_stream
 
 # Runs in the measured child: prepare (and optionally gather), prints one JSON line.
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
             data.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    write_json(args.output, {"command": "python -m benchmarks.cache " + " ".join(argv or sys.argv[1:]), "rows": rows})
+    write_json(args.output, {"command": command("cache", argv), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from data_io import ConfigError, DataConfig, prepare
 from model.config import Config, ModelConfig, TrainConfig, per_worker_batch
 from model.errors import release_memory
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{n} worker(s): {r['time_per_epoch_s']:.2f} s/epoch, {r['samples_per_s']:.1f} samples/s "
               f"(wall {r['wall_s']:.0f} s with start-up)", flush=True)
     print(table(rows))
-    write_json(args.output, {"command": "python -m benchmarks.ddp " + " ".join(argv or sys.argv[1:]),
+    write_json(args.output, {"command": command("ddp", argv),
                              "hidden_channels": args.hidden_channels, "batch_size": args.batch_size,
                              "accumulation": args.accumulation,
                              "compile": args.compile,

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from data_io import prepare
 from model import checkpoint as ckpt_io
 from model.config import config_from_args
@@ -142,16 +141,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--output", help="default: benchmarks/results/duel_<machine>.json")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="combine the runs of earlier results files, run none")
     args = p.parse_args(argv)
-    command = "python -m benchmarks.duel " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = command("duel", argv)
     output = args.output or f"benchmarks/results/duel_{machine_name(args.device)}.json"
-    runs, commands, ran_on = [], [command], []
+    runs, commands, ran_on = [], [cmd], []
     if args.merge:
         for path in args.merge:
             earlier = json.loads(Path(path).read_text())
             runs += earlier["runs"]
             commands += earlier.get("commands", [earlier.get("command")])
             ran_on.append(earlier.get("machine"))
-        commands.remove(command)
+        commands.remove(cmd)
     else:
         work = Path(args.work or tempfile.mkdtemp(prefix="duel"))
         for f in range(args.first_file, args.first_file + args.files):
@@ -160,9 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             for s in args.seeds:
                 runs.append(one_run(file, s, args, work))
                 # After every run: a call cut off at its time limit keeps the runs it finished.
-                write_json(output, {"command": command, "commands": commands, "args": vars(args), "runs": runs,
+                write_json(output, {"command": cmd, "commands": commands, "args": vars(args), "runs": runs,
                                     "mean_difference": summarise(runs), "difference": DIFFERENCE})
-    write_json(output, {"command": command, "commands": commands, "args": vars(args), "runs": runs,
+    write_json(output, {"command": cmd, "commands": commands, "args": vars(args), "runs": runs,
                         "mean_difference": summarise(runs), "difference": DIFFERENCE,
                         **({"runs_made_on": ran_on} if ran_on else {})})
     print(f"Wrote {output}")

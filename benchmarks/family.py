@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from data_io import prepare
 from model.config import config_from_args
 from model.memory import host_memory_mb, reset_host_peak
@@ -80,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     refs = table[table["model"].isin(["persistence", "climatology"])]
     baselines = {m: {s: float(refs[(refs["model"] == m) & (refs["score"] == s)]["value"].mean())
                      for s, _, _ in HEADLINE} for m in ("persistence", "climatology")}
-    result = {"command": "python -m benchmarks.family " + " ".join(argv or sys.argv[1:]), "data": label,
+    result = {"command": command("family", argv), "data": label,
               "epochs": args.epochs, "batch_size": args.batch_size, "models": rows, "references": baselines}
     output = args.output or f"benchmarks/results/family_{args.device}_{'reference' if args.reference else 'demo'}.json"
     write_json(output, result)

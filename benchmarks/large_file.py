@@ -161,11 +161,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-    result = {"command": "python -m benchmarks.large_file " + " ".join(argv or sys.argv[1:]), "file_bytes": size,
+    from benchmarks._common import command, write_json
+
+    result = {"command": command("large_file", argv), "file_bytes": size,
               "steps": steps, "write_s": write_s, "limit_bytes": int(args.limit_gb * 2**30),
               "cache_bytes": cache_bytes, "train_flags": flags, "runs": runs}
-    from benchmarks._common import write_json
-
     write_json(args.output, result)
     print(f"cache {cache_bytes / 2**30:.2f} GiB; limit {args.limit_gb:g} GiB (ulimit -v); results in {args.output}")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -64,12 +63,12 @@ def main(argv: list[str] | None = None) -> None:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
     peak = max((r["peak_rss_mb"] or 0) for r in runs.values())
-    result = {"command": "python -m benchmarks.many_files " + " ".join(argv or sys.argv[1:]), "files": len(paths),
+    from benchmarks._common import command, write_json
+
+    result = {"command": command("many_files", argv), "files": len(paths),
               "total_bytes": total, "steps_per_file": per_file, "write_s": write_s, "limit_bytes": limit,
               "cache_bytes": cache_bytes, "train_flags": flags, "runs": runs, "peak_rss_mb": peak,
               "target_peak_rss_mb": TARGET_PEAK_MB, "within_target": bool(peak and peak < TARGET_PEAK_MB)}
-    from benchmarks._common import write_json
-
     write_json(args.output, result)
     print(f"cache {cache_bytes / 2**30:.2f} GiB; peak RSS {peak:.0f} MB (target < {TARGET_PEAK_MB} MB); "
           f"results in {args.output}")

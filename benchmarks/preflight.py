@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks._common import machine, reference_file, write_json
+from benchmarks._common import command, machine, reference_file, write_json
 from data_io import ConfigError, prepare
 from model.memory import DataShape, footprint, host_probe
 from tune._preflight import calibrate, data_on_gpu_mb, probe_configs
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
                                  if r["params"]["model_type"] == k)
             for k in sorted({r["params"]["model_type"] for r in ran})},
     }
-    result = {"command": "python -m benchmarks.preflight " + " ".join(argv or sys.argv[1:]), "machine": machine(),
+    result = {"command": command("preflight", argv), "machine": machine(),
               "data": str(path), "shape": shape.key(), "budget_mb": budget, "margin": args.margin,
               "calibration": calibration.__dict__, "calibrate_s": calibrate_s, "summary": summary, "rows": rows}
     output = args.output or f"benchmarks/results/preflight_{args.device}.json"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -21,7 +20,7 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from benchmarks.trainer import model_config
 from data_io import DataConfig, prepare
 from model.config import Config, TrainConfig
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| `{name[:90]}` | {kind(name)} | {n} | {ms:.1f} | {100 * ms / total:.1f}% |")
     label = args.model_type or "stacked"
     write_json(args.output or f"benchmarks/results/profile_{label}_b{args.batch_size}.json", {
-        "command": "python -m benchmarks.profile " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command("profile", argv),
         "samples": samples, "wall_s": wall, "gpu_busy_ms": total, "by_kind_ms": dict(by_kind),
         "kernels": [{"name": n, "calls": c, "ms": ms, "kind": kind(n)} for n, (ms, c) in kernels[:200]]})
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from model.evaluate import evaluate_checkpoint
 from model.trainer import fit
 from tune import experiment as ex
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         pick = int(np.argmin(scores))
         rows.append({"max_epochs": max_t, "grace": grace, "reduction_factor": rf, "objective": objective,
                      "spearman": float(rho), "pick_test_rmse": test[pick], "best_test_rmse": min(test)})
-    result = {"command": "python -m benchmarks.ranking " + " ".join(argv or sys.argv[1:]), "data": str(data_path),
+    result = {"command": command("ranking", argv), "data": str(data_path),
               "search_s": search_s, "trials": trials, "schedules": rows}
     output = args.output or f"benchmarks/results/ranking_{args.device}.json"
     write_json(output, result)

@@ -12,7 +12,6 @@ Host memory = peak of the machine's used memory during the search minus before i
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
 import threading
 import time
@@ -22,7 +21,7 @@ import pandas as pd
 import psutil
 from ray.tune import Callback
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from tune import search as search_cli
 from tune._table import load_trials
 
@@ -162,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     storage = Path(args.storage)
     stamp = time.strftime("%H%M%S")
     output = args.output or f"benchmarks/results/search_{args.which}.json"
-    runs = Runs(output, "python -m benchmarks.search " + " ".join(sys.argv[1:] if argv is None else argv))
+    runs = Runs(output, command("search", argv))
     if args.which == "packing":
         data = reference_file("/tmp/convlstm_reference_small.nc", 400)
         space = storage / "small_space.yaml"

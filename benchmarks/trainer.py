@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 
 import torch
 
-from benchmarks._common import convlstm_train_flops, matmul_tflops, reference_file, write_json
+from benchmarks._common import command, convlstm_train_flops, matmul_tflops, reference_file, write_json
 from data_io import DataConfig, prepare
 from model.config import Config, ModelConfig, TrainConfig
 from model.trainer import Trainer
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:45s} {sps:9.1f} samples/s  {row['time_per_epoch_s']:7.2f} s/epoch  "
               f"{row['tflops']:6.1f} TFLOP/s  MFU {100 * row['mfu']:5.1f}%  peak {row['peak_memory_mb']:.0f} MB  "
               f"first epoch {row['first_epoch_s']:.1f} s")
-    write_json(args.output, {"command": "python -m benchmarks.trainer " + " ".join(argv or sys.argv[1:]),
+    write_json(args.output, {"command": command("trainer", argv),
                              "matmul_tflops": peak, "flops_per_sample": flops, "rows": rows})
 
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import machine, write_json
+from benchmarks._common import command, machine, write_json
 from model.batches import _unmap, gather
 from model.memory import host_memory_mb, reset_host_peak
 
@@ -63,8 +62,8 @@ def main(argv: list[str] | None = None) -> None:
         array = np.load(path, mmap_mode="r")
         np.asarray(array[::1]).sum()  # read once: the page cache holds the file, as after a first epoch
         runs = [_pass(array, starts, unmap) for unmap in (True, False) * 3]
-    command = "python -m benchmarks.unmap " + " ".join(sys.argv[1:] if argv is None else argv)
-    result = {"command": command, "machine": machine(),
+    cmd = command("unmap", argv)
+    result = {"command": cmd, "machine": machine(),
               "file_gb": float(steps * 4 * np.prod(SHAPE) / 2**30), "batch": args.batch, "batches": args.batches,
               "batch_mb": float(args.batch * 6 * 4 * np.prod(SHAPE) / 2**20), "runs": runs,
               "median_ms_per_batch": {str(u): statistics.median(r["ms_per_batch"] for r in runs if r["unmap"] == u)

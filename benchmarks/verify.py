@@ -7,14 +7,13 @@ fixed seed. Writes benchmarks/results/verify.json (command, machine, seconds).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from benchmarks._common import write_json
+from benchmarks._common import command, write_json
 from model import verify_table as vt
 
 
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     # CPU seconds too: on a shared machine the wall time measures the other processes as well.
     print(f"score_table: {len(table)} rows, best {min(seconds):.2f} s wall of {[round(s, 2) for s in seconds]}, "
           f"{min(cpu):.2f} s CPU")
-    write_json(args.output, {"command": "python -m benchmarks.verify " + " ".join(argv or sys.argv[1:]),
+    write_json(args.output, {"command": command("verify", argv),
                              "shape": [args.windows, args.leads, args.grid, args.grid], "rows": len(table),
                              "seconds": min(seconds), "all_seconds": seconds, "cpu_seconds": min(cpu),
                              "threads": "numpy default"})

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks._common import reference_file, write_json
+from benchmarks._common import command, reference_file, write_json
 from data_io import ConfigError, DataConfig, prepare
 from model._presets import preset
 from model.config import Config, ModelConfig, TrainConfig
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true", help="also run ours through torch.compile")
     p.add_argument("--output", default="benchmarks/results/vs_graphcast.json")
     args = p.parse_args(argv)
-    command = "python -m benchmarks.vs_graphcast " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = command("vs_graphcast", argv)
     try:
         if args.extract:
             for line in extract(Path(args.extract)):
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{'peak MB':>8}")
     for r in rows:
         print(_row(r, base))
-    write_json(args.output, {"command": command, "graphcast": commit, "graphcast_patches": PATCHES,
+    write_json(args.output, {"command": cmd, "graphcast": commit, "graphcast_patches": PATCHES,
                              "settings": {"batch_size": 4, "hidden_channels": args.hidden_channels, "days": args.days,
                                           "epochs": args.epochs, "boxes": BOXES, "device": str(device),
                                           "timed_epochs": "all but the first" if args.epochs >= 2 else "the one"},
