@@ -116,3 +116,26 @@ def run_script() -> Callable[..., subprocess.CompletedProcess]:
         )
 
     return run
+
+
+# Under `pytest -n 2 --dist loadgroup` (the README's test command) each xdist worker builds its own session
+# fixtures. These searches are the expensive ones: every file that uses one runs on the same worker, so each is
+# built once; other files are kept whole on one worker too, for their module fixtures.
+SHARED_SESSION_FIXTURES = ("experiment", "oom_search")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    files: dict[str, set[str]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], set()).update(
+            f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames)
+    group = {path: path for path in files}
+    for fixture in SHARED_SESSION_FIXTURES:  # one group per fixture, holding every file that uses it
+        users = sorted(path for path, used in files.items() if fixture in used)
+        for path in users:
+            old = group[path]
+            for other, g in group.items():
+                if g == old:
+                    group[other] = group[users[0]]
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
