@@ -124,6 +124,7 @@ def run_script() -> Callable[..., subprocess.CompletedProcess]:
 SHARED_SESSION_FIXTURES = ("experiment", "oom_search")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items) -> None:
     files: dict[str, set[str]] = {}
     for item in items:
