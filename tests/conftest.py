@@ -131,12 +131,10 @@ def pytest_collection_modifyitems(config, items) -> None:
         files.setdefault(item.nodeid.split("::")[0], set()).update(
             f for f in SHARED_SESSION_FIXTURES if f in item.fixturenames)
     group = {path: path for path in files}
-    for fixture in SHARED_SESSION_FIXTURES:  # one group per fixture, holding every file that uses it
-        users = sorted(path for path, used in files.items() if fixture in used)
-        for path in users:
-            old = group[path]
-            for other, g in group.items():
-                if g == old:
-                    group[other] = group[users[0]]
+    for fixture in SHARED_SESSION_FIXTURES:  # the groups of a fixture's users become one
+        merged = {group[path] for path, used in files.items() if fixture in used}
+        for path, g in group.items():
+            if g in merged:
+                group[path] = min(merged)
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
