@@ -134,10 +134,11 @@ def _measure(config, data, shape: DataShape, args) -> dict:
         config.train.output_dir = out
         try:
             history = fit(config, data)
-            # The last epoch's reserved peak (fit resets the peaks each epoch): what the cap bounds.
+            # peak_memory_mb is the reserved peak, what the cap bounds; the last epoch's allocated peak beside it
+            # (fit resets the peaks each epoch) shows what the caching allocator keeps on top.
             return {"outcome": "ok", "measured_mb": max(r.peak_memory_mb for r in history),
                     "per_epoch_mb": [r.peak_memory_mb for r in history],
-                    "last_epoch_reserved_mb": torch.cuda.max_memory_reserved() / 2**20}
+                    "last_epoch_allocated_mb": torch.cuda.max_memory_allocated() / 2**20}
         except OutOfMemory as exc:
             return {"outcome": "oom", "measured_mb": None, "oom_peak_mb": exc.peak_memory_mb}
         finally:

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-type", default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     p.add_argument("--upstream", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="the trainer's --channels-last")
     p.add_argument("--top", type=int, default=25)
     p.add_argument("--output", default=None)
     args = p.parse_args(argv)
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as out:
         config = Config(data=data.config, model=model_config(args),
                         train=TrainConfig(output_dir=out, batch_size=args.batch_size, num_epochs=2, checkpoint_every=0,
-                                          cuda_graphs=False, data_on_device="on", use_amp=True))
+                                          cuda_graphs=False, data_on_device="on", use_amp=True,
+                                          channels_last=args.channels_last))
         trainer = Trainer(config, data, device)
         trainer.train_epoch(1)
         torch.cuda.synchronize()

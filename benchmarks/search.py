@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("which", choices=["packing", "oom", "cpu", "shares"])
     p.add_argument("--budget-s", type=float, default=75, help="shares: each search's --time-budget-s")
     p.add_argument("--samples", type=int, default=12)
+    p.add_argument("--policies", nargs="*", choices=["0.125-no-preflight", "0.125", "1", "auto"],
+                   help="shares: the policies to run (default: all four)")
     p.add_argument("--days", type=int, default=200)
     p.add_argument("--epochs", type=int, default=12, help="epochs per trial in the packing runs (no early stopping)")
     p.add_argument("--storage", default="/tmp/bench_runs")
@@ -186,8 +188,10 @@ def main(argv: list[str] | None = None) -> None:
         # The same space, seed and wall budget at four share policies: trials finished per hour, OOMs, skips.
         common = _oom_search(args, storage, f"/tmp/convlstm_reference_up_{args.days}d.nc") + [
             "--time-budget-s", str(args.budget_s)]
-        for flags in (["--gpus-per-trial", "0.125", "--no-preflight"], ["--gpus-per-trial", "0.125"],
-                      ["--gpus-per-trial", "1"], ["--gpus-per-trial", "auto"]):
+        policies = {"0.125-no-preflight": ["--gpus-per-trial", "0.125", "--no-preflight"],
+                    "0.125": ["--gpus-per-trial", "0.125"], "1": ["--gpus-per-trial", "1"],
+                    "auto": ["--gpus-per-trial", "auto"]}
+        for flags in (policies[k] for k in args.policies or policies):
             runs.append(run_one(common + flags, storage, f"share-{'-'.join(flags[1:])}-{stamp}"))
         for r in runs:
             print(f"{' '.join(r['argv'][len(common):])}: {r['trials_per_hour']:.0f} trials/h, "

@@ -6,8 +6,9 @@ torch.compile's CUDA graphs do the same after a compile that can outlast a whole
 
 Exactness: a captured step runs the same kernels on the same data as the eager step; nothing is skipped. The first
 `warmup` calls of every shape run eagerly (on a side stream, so lazy initialisation happens outside a capture) and
-are real steps, so the run's trajectory is the eager one. The epoch's last, smaller batch is a shape of its own and
-gets its own graph. Gradients accumulate into `.grad` tensors that must already exist and are zeroed in place.
+are real steps, so the run's trajectory is the eager one. Each new shape gets its own graph (the trainer pads the
+epoch's last, smaller batch to the full one, so it replays the same graph). Gradients accumulate into `.grad`
+tensors that must already exist and are zeroed in place.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class StepGraphs:
         inputs = [None if a is None else a.detach().clone() for a in args]
         graph = torch.cuda.CUDAGraph()
         torch.cuda.current_stream().synchronize()
+        # The eager warm-ups' freed blocks stay cached on their stream, where the graph's private pool cannot use
+        # them: handed back first, they do not sit beside the pool for the rest of the run.
+        torch.cuda.empty_cache()
         with torch.cuda.graph(graph, pool=self.pool, stream=self.side):
             outputs = self.fn(*inputs)
         return _Captured(graph, inputs, outputs)

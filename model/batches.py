@@ -6,6 +6,7 @@ and DeviceBatches (the arrays live on the GPU; no host work per step).
 
 from __future__ import annotations
 
+import math
 import mmap
 from collections.abc import Iterator
 
@@ -50,6 +51,17 @@ def shard_steps(steps: list[list[np.ndarray]], rank: int, world: int, whole: boo
         else:
             shards.append([(b[rank::world], True) if len(b[rank::world]) else (b[:1], False) for b in step])
     return shards
+
+
+def pad_batch(batch: dict, size: int) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(x, up, y) of a batch filled up to `size` windows: inputs with zeros, targets with NaN, which the loss
+    masks, so a padded window adds nothing to the loss, its gradient or a weight sum (model/losses.py)."""
+    def pad(t: torch.Tensor | None, value: float) -> torch.Tensor | None:
+        if t is None or t.shape[0] >= size:
+            return t
+        return torch.cat([t, t.new_full((size - t.shape[0], *t.shape[1:]), value)])
+
+    return pad(batch["x"], 0.0), pad(batch.get("up"), 0.0), pad(batch["y"], math.nan)
 
 
 def gather(arrays: dict, starts, window: int, offset: int, steps: int) -> dict:

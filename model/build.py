@@ -15,4 +15,5 @@ def model_from_config(config: Config, in_channels: int, out_channels: int, upstr
         out_channels=out_channels,
         forecast_steps=config.data.forecast_steps,
         upstream_channels=in_channels if upstream else None,
+        fused_gates=config.train.fused_gates,
     )

@@ -138,6 +138,11 @@ class TrainConfig:
     )
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format on CUDA"})
     cudnn_benchmark: bool = field(default=False, metadata={"help": "cuDNN autotuning on CUDA"})
+    fused_gates: bool = field(
+        default=True,
+        metadata={"help": "on CUDA with Triton, each ConvLSTM cell's gate arithmetic in one kernel forward and one "
+                          "backward (model/_gates.py); off: PyTorch's element-wise ops (the same maths)"},
+    )
     cuda_graphs: bool = field(
         default=True,
         metadata={"help": "on CUDA, capture each eager train/validation step once per shape as a CUDA graph and "

@@ -25,26 +25,26 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_io import ConfigError
+from model._gates import lstm_gates
 from model.config import ModelConfig
 
 State = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class ConvLSTMCell(nn.Module):
-    """One convolution computes all four gates from [input, hidden]; GroupNorm on the gates when asked."""
+    """One convolution computes all four gates from [input, hidden]; GroupNorm on the gates when asked. The gate
+    arithmetic is one fused kernel on CUDA (model/_gates.py) unless `fused` is off."""
 
-    def __init__(self, in_channels: int, hidden: int, kernel_size: int, group_norm: bool = False) -> None:
+    def __init__(self, in_channels: int, hidden: int, kernel_size: int, group_norm: bool = False,
+                 fused: bool = True) -> None:
         super().__init__()
-        self.hidden = hidden
+        self.hidden, self.fused = hidden, fused
         self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
         self.norm = nn.GroupNorm(_groups(4 * hidden), 4 * hidden) if group_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
-        i, f, g, o = self.norm(self.gates(torch.cat([x, h], dim=1))).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        return h, c
+        return lstm_gates(self.norm(self.gates(torch.cat([x, h], dim=1))), c, self.fused)
 
 
 class SelfAttention(nn.Module):
@@ -91,7 +91,8 @@ class ConvLSTMLevels(nn.Module):
         for i, cell in enumerate(self.cells):
             if i and self.pool:
                 h, w = h // 2, w // 2
-            state.append((x.new_zeros(b, cell.hidden, h, w), x.new_zeros(b, cell.hidden, h, w)))
+            zeros = x.new_zeros(b, cell.hidden, h, w).contiguous(memory_format=_layout(x))
+            state.append((zeros, zeros.clone()))
         return state
 
     def step(self, x: torch.Tensor, state: State,
@@ -143,6 +144,7 @@ class ConvLSTMForecaster(nn.Module):
         out_channels: int,
         forecast_steps: int = 1,
         upstream_channels: int | None = None,
+        fused_gates: bool = True,
     ) -> None:
         super().__init__()
         hidden, unet = list(config.hidden_channels), config.topology == "unet"
@@ -167,10 +169,22 @@ class ConvLSTMForecaster(nn.Module):
         self.decoder = ConvLSTMDecoder(hidden, config, config.dropout_rate * 0.5 * (config.dropout_levels == "all")) \
             if unet else None
         self.head = nn.Conv2d(hidden[0] if unet else hidden[-1], out_channels, kernel_size=1)
+        for cell in self.modules():
+            if isinstance(cell, ConvLSTMCell):
+                cell.fused = fused_gates
 
     def forward(self, x: torch.Tensor, upstream: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, C, H, W), upstream (B, T, Cu, Hu, Wu) -> forecast (B, forecast_steps, out, H, W)."""
         n_in = x.shape[1]
+        if x.device.type == "cuda" and torch.is_autocast_enabled("cuda"):
+            # The frames in autocast's dtype once: every step's convolution would otherwise cast them again.
+            dtype = torch.get_autocast_dtype("cuda")
+            x, upstream = x.to(dtype), upstream.to(dtype) if upstream is not None else None
+        # Channels-last weights (the trainer's --channels-last): frames and states follow, so that no convolution
+        # transposes its input to NHWC and back at every step.
+        if _layout(self.downstream.cells[0].gates.weight) == torch.channels_last:
+            x = _channels_last_frames(x)
+            upstream = _channels_last_frames(upstream) if upstream is not None else None
         down_state = self.downstream.init_state(x[:, 0])
         up_state = self.upstream.init_state(upstream[:, 0]) if self.upstream is not None else None
         dec_state = None
@@ -232,6 +246,16 @@ def _dropout_rates(config: ModelConfig, levels: int) -> list[float]:
 def _groups(channels: int) -> int:
     """Graphcast's GroupNorm groups: the largest divisor of the channel count up to 16."""
     return next(g for g in range(min(16, channels), 0, -1) if channels % g == 0)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _channels_last_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) laid out so that every frame x[:, t] is a channels-last (B, C, H, W) tensor."""
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
 
 
 def _resize(x: torch.Tensor, like: torch.Tensor, align_corners: bool) -> torch.Tensor:

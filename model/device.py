@@ -41,8 +41,10 @@ def amp_dtype(device: torch.device, use_amp: bool) -> torch.dtype | None:
 
 
 def peak_memory_mb(device: torch.device) -> float:
+    """The peak memory the process took from the device since the last reset of the peaks. On CUDA the caching
+    allocator's reserved peak: what a share's memory cap bounds, CUDA graphs' private pools included."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+        return torch.cuda.max_memory_reserved(device) / 2**20
     if device.type == "mps":
         return torch.mps.driver_allocated_memory() / 2**20
     import resource

@@ -6,7 +6,9 @@
   come from the parameter count. Counted in fp32: autocast does not act on meta tensors, so the probe's calibration
   (tune/_preflight.py) carries the AMP ratio.
 - `probe(config, shape, device)`: one real training micro-step (forward, loss, backward, optimizer step) on random
-  data of that shape on the device; its peak allocated memory. What a calibration fits the footprints to.
+  data of that shape on the device; its peak reserved memory. What a calibration fits the footprints to.
+  Reserved, not allocated: a share's memory cap bounds what the caching allocator reserves, and with CUDA graphs a
+  captured step's intermediates stay reserved in the graph's pool between replays (BENCHMARKS §11).
 - `trainer_probe(config, data, batch)`: the trainer's own first epoch on a few windows of the data, on CUDA: what a
   trial holds, CUDA graphs' private pools included (an eager step misses them: 1-2.5 GB a config, BENCHMARKS §11).
 - `host_probe(config, shape, batch)`: the same step on the CPU; what it adds to the process's peak RSS (Linux).
@@ -99,14 +101,14 @@ def footprint(config: Config, shape: DataShape, batch: int | None = None) -> Foo
 
 
 def probe(config: Config, shape: DataShape, device: torch.device, batch: int | None = None) -> float:
-    """Peak allocated MB of one training micro-step plus an optimizer step of `config` at `batch` on a CUDA
+    """Peak reserved MB of one training micro-step plus an optimizer step of `config` at `batch` on a CUDA
     device, with the config's AMP setting, on random data of `shape` (the data itself not on the device)."""
     from model.device import amp_dtype
 
     batch = batch or config.train.batch_size
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
-    base = torch.cuda.memory_allocated(device)
+    base = torch.cuda.memory_reserved(device)
     model = _model(config, shape, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     dtype = amp_dtype(device, config.train.use_amp)
@@ -117,17 +119,18 @@ def probe(config: Config, shape: DataShape, device: torch.device, batch: int | N
         (pred.float() ** 2).mean().backward()
         optimizer.step()
         torch.cuda.synchronize(device)
-        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        return (torch.cuda.max_memory_reserved(device) - base) / 2**20
     finally:
         del model, optimizer
         torch.cuda.empty_cache()
 
 
 def trainer_probe(config: Config, data: PreparedData, batch: int) -> float:
-    """Peak allocated MB of the trainer's own first epoch of `config` at `batch` on CUDA (model.trainer.fit), on a
+    """Peak reserved MB of the trainer's own first epoch of `config` at `batch` on CUDA (model.trainer.fit), on a
     few of `data`'s windows: three whole training batches and a partial one, three validation batches. The third
-    call of a shape is the one CUDA graphs capture (model/_graphs.py), so the graphs an epoch holds are in the peak.
-    The data stays on the host: what a trial keeps on the GPU is added apart (tune/_preflight.data_on_gpu_mb)."""
+    call of a shape is the one CUDA graphs capture (model/_graphs.py), so the graphs an epoch holds are in the peak
+    (the partial batch is padded and replays the first graph; with BatchNorm it gets its own). The data stays on
+    the host: what a trial keeps on the GPU is added apart (tune/_preflight.data_on_gpu_mb)."""
     few = few_windows(data, train=3 * batch + max(1, batch // 2), val=3 * batch)
     config = copy.deepcopy(config)
     t = config.train

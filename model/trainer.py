@@ -32,7 +32,7 @@ import torch.distributed as dist
 from data_io import ConfigError, PreparedData, prepare
 from model import _schedule as schedule
 from model import checkpoint as ckpt_io
-from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, shard_steps
+from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, pad_batch, shard_steps
 from model.build import model_from_config
 from model.config import Config, per_worker_batch
 from model.convlstm import check_grid
@@ -157,6 +157,11 @@ class Trainer:
         self.graphed = t.cuda_graphs and device.type == "cuda" and self.world == 1 and not t.compile
         self._train_graphs = StepGraphs(self._micro_step) if self.graphed else None
         self._eval_graphs = StepGraphs(self._eval_forward) if self.graphed else None
+        # The epoch's last, smaller batch is padded to the full batch and replays the same graph: a second graph
+        # would need its eager warm-up memory beside the first graph's pool, up to twice a trial's footprint
+        # (BENCHMARKS §11). Exact: padded targets are NaN, which the loss masks, and every layer but BatchNorm
+        # in training treats samples apart; with BatchNorm the last batch keeps a graph of its own.
+        self._pad_train = self.graphed and not config.model.use_batch_norm
         self.loss = ForecastLoss(t, data.target_stats, device)
         self.step_weights = self.loss.per_step_weights(data.targets)  # (time, loss group)
         self.start_epoch, self.best_val, self.stale, self.history = 1, math.inf, 0, []
@@ -333,8 +338,11 @@ class Trainer:
                 sync = self.ddp is None or i == len(shard) - 1  # DDP all-reduces once, on the last micro-batch
                 factor = next(factors)
                 with nullcontext() if sync else self.ddp.no_sync():
-                    step = self._train_graphs or self._micro_step
-                    sse = step(b["x"], b.get("up"), b["y"], factor)
+                    if self._train_graphs is None:
+                        sse = self._micro_step(b["x"], b.get("up"), b["y"], factor)
+                    else:
+                        x, up, y = (pad_batch(b, t.batch_size) if self._pad_train else (b["x"], b.get("up"), b["y"]))
+                        sse = self._train_graphs(x, up, y, factor)
                 if is_real:
                     total_sse += sse
                 n_samples += b["x"].shape[0] if is_real else 0
@@ -364,7 +372,11 @@ class Trainer:
                         loss=self.loss, collect=channel)
         for b in self._eval_batches(split):
             b = self._to_device(b)
-            scorer.add(self._eval_graphs(b["x"], b.get("up")) if self.graphed else self._predict(b), b)
+            if self.graphed:  # evaluation mode treats samples apart (BatchNorm too): pad, then keep the real ones
+                x, up, _ = pad_batch(b, self.config.train.batch_size)
+                scorer.add(self._eval_graphs(x, up)[: b["x"].shape[0]], b)
+            else:
+                scorer.add(self._predict(b), b)
         if self.world > 1:
             scorer.all_reduce(self._all_reduce)
         out = scorer.summary()

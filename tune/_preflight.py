@@ -6,8 +6,9 @@ The prediction is `intercept + ratio * activations + states (+ the data, when a 
 - `intercept` and `ratio` are fitted once per data shape, device and topology (stacked, U-Net) by real probes of
   the search's own config (and of graphcast's default for the other topology) at two batch sizes on the device
   trials run on: on CUDA the trainer's own first epoch on a few windows (model/memory.trainer_probe, so CUDA
-  graphs' pools are in it), on CPU one step's host memory. The ratio carries what the count cannot see (AMP keeps
-  bf16 copies, GroupNorm and attention fp32 ones, cuDNN workspaces), the intercept what every step holds beside.
+  graphs' pools are in it; reserved memory, which the share's cap bounds), on CPU one step's host memory. The ratio
+  carries what the count cannot see (AMP keeps bf16 copies, GroupNorm and attention fp32 ones, cuDNN workspaces),
+  the intercept what every step holds beside.
 The calibration is cached in the experiment folder (preflight.json), keyed by the data shape and the device, so a
 resumed search or a second one on the same folder does not probe again.
 
@@ -144,7 +145,7 @@ def data_on_gpu_mb(config: Config, shape: DataShape, total_mb: float, gpu: bool)
 def cache_key(shape: DataShape, config: Config, device: str) -> str:
     d, t = config.data, config.train
     graphs = int(device == "cuda" and t.cuda_graphs and not t.compile)
-    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-g{graphs}-{device}-v2"
+    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-g{graphs}-{device}-v3"
 
 
 def load_cached(experiment: Path, key: str) -> Calibration | None:

@@ -1,5 +1,7 @@
 """OOM rescue at the same effective batch: a trial that runs out of memory at batch b with accumulation k is run
-once more, in place, at b/2 with 2k before it is recorded `oom`.
+once more, in place, at b/2 with 2k before it is recorded `oom`: from the start when no epoch has finished, else from
+its last checkpoint, so the epochs it has reported stand and the reports go on. (On CUDA an OOM can come after the
+first epoch: a trial with fewer than three micro-batches an epoch captures its CUDA graph in the second.)
 
 Why this is the same trial: an epoch's window order depends only on (seed, epoch) (model/batches.epoch_order), so
 b/2 x 2k groups exactly the windows of b x k into each optimizer step, and the loss is scaled by the step's count of
@@ -66,8 +68,9 @@ def restored(trial_dir: Path, config: Config) -> tuple[Config, dict]:
 
 def fit_with_rescue(config: Config, data: PreparedData, on_epoch: EpochCallback, trial_dir: Path, rescue: dict,
                     allowed: bool = True) -> list[EpochRecord]:
-    """fit(), rescued once at b/2 x 2k when it runs out of memory before its first epoch ends. `rescue` (the dict
-    the reports carry) gets the rescued_* fields at the rescue. Raises OutOfMemory when the rescue is not allowed,
+    """fit(), rescued once at b/2 x 2k when it runs out of memory: from the start before its first epoch ends,
+    after that from the last epoch's checkpoint (last.pt). `rescue` (the dict the reports carry) gets the rescued_*
+    fields at the rescue. Raises OutOfMemory when the rescue is not allowed,
     not possible (odd batch) or runs out of memory too; its message then says at which batch it was rescued."""
     epochs = [0]
 
@@ -80,12 +83,13 @@ def fit_with_rescue(config: Config, data: PreparedData, on_epoch: EpochCallback,
         try:
             return fit(attempt, data, on_epoch=counted)
         except OutOfMemory as exc:
-            # Only before any epoch: after one, the trial's checkpoint and reports are at the suggested batch.
-            smaller = halved(attempt) if allowed and not rescue and epochs[0] == 0 else None
+            smaller = halved(attempt) if allowed and not rescue else None
             if smaller is None:
                 if rescue:
                     raise OutOfMemory(f"{exc} (after the rescue at batch {rescue['rescued_batch']})",
                                       peak_memory_mb=exc.peak_memory_mb) from None
                 raise
+            if epochs[0]:  # epochs reported at batch b: go on from the last one's checkpoint, same trajectory
+                smaller.train.resume = str(Path(attempt.train.output_dir) / "last.pt")
             rescue.update(record(trial_dir, attempt, smaller, str(exc)))
             attempt = smaller

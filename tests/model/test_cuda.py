@@ -97,3 +97,61 @@ def test_compiled_training_follows_eager_training_for_the_graphcast_variants(dat
         return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
 
     np.testing.assert_allclose(run(True), run(False), rtol=5e-3)
+
+
+@pytest.mark.parametrize("batch_norm,graphs", [(False, 1), (True, 2)])
+def test_the_partial_last_batch_replays_the_full_batchs_graph(data, tmp_path, batch_norm, graphs):
+    """Padded (model/batches.pad_batch), the epoch's last, smaller batch needs no second training graph, and so no
+    second eager warm-up beside the first graph's pool; BatchNorm, which mixes samples, keeps a graph of its own."""
+    from model.trainer import Trainer
+
+    train = TrainConfig(output_dir=str(tmp_path), num_epochs=3, num_workers=0, batch_size=4, device="cuda",
+                        checkpoint_every=0)
+    config = Config(data=data.config, model=ModelConfig(hidden_channels=[8], use_batch_norm=batch_norm), train=train)
+    assert len(data.starts("train")) % 4 and len(data.starts("val")) % 4, "the test needs partial last batches"
+    trainer = Trainer(config, data, torch.device("cuda"))
+    trainer.run()
+    assert len(trainer._train_graphs.graphs) == graphs
+    assert len(trainer._eval_graphs.graphs) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_gate_kernels_match_the_element_wise_ops(dtype, channels_last):
+    """model/_gates.py's Triton kernels against PyTorch's ops: h, c' and the gradients of the gates and old state,
+    with gradients flowing into h only, into c' only, and into both."""
+    from model._gates import fused_available, lstm_gates
+
+    if not fused_available():
+        pytest.skip("Triton is not installed")
+    torch.manual_seed(0)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    gates = (3 * torch.randn(3, 4 * 5, 7, 9, device="cuda")).to(dtype).contiguous(memory_format=fmt)
+    c = torch.randn(3, 5, 7, 9, device="cuda").contiguous(memory_format=fmt)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    for into in ("h", "c", "both"):
+        results = []
+        for fused in (True, False):
+            g, c0 = gates.detach().requires_grad_(), c.detach().requires_grad_()
+            h, c1 = lstm_gates(g, c0, fused=fused)
+            loss = (h.float() * 1.3).sum() * (into != "c") + (c1.float() ** 2).sum() * (into != "h")
+            loss.backward()
+            results.append((h.float(), c1.float(), g.grad.float(), c0.grad.float()))
+        for got, want in zip(*results):
+            torch.testing.assert_close(got, want, **tol)
+
+
+@pytest.mark.parametrize("model_type", ["stacked", "dual_stream"])
+def test_training_with_fused_gates_follows_the_element_wise_ops(data, tmp_path, model_type):
+    """--no-fused-gates against the default: the same loss curves (fp32, so only summation order differs)."""
+    from model._presets import preset
+
+    model = ModelConfig(**{**preset(model_type), "hidden_channels": [8, 16], "dropout_rate": 0.0})
+
+    def run(fused: bool) -> list:
+        train = TrainConfig(output_dir=str(tmp_path / str(fused)), num_epochs=3, num_workers=0, batch_size=6,
+                            seed=1, learning_rate=1e-3, use_amp=False, device="cuda", fused_gates=fused,
+                            checkpoint_every=0)
+        return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
+
+    np.testing.assert_allclose(run(True), run(False), rtol=1e-4)

@@ -100,3 +100,39 @@ def test_weighted_multi_variable_accumulation_steps_like_one_big_batch(multi_var
     for name, value in big.model.state_dict().items():
         torch.testing.assert_close(value, small.model.state_dict()[name], rtol=0, atol=1e-5, msg=name)
     assert big.history[0].train_loss == pytest.approx(small.history[0].train_loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("model", [dict(hidden_channels=[4, 4]),
+                                   dict(model_type="dual_stream", hidden_channels=[4, 8], dropout_rate=0.0)],
+                         ids=["stacked", "dual_stream"])
+def test_a_batch_padded_with_nan_targets_gives_the_same_loss_and_gradients(multi_variable_data, tmp_path, model):
+    """CUDA graphs replay the epoch's last, smaller batch padded to the full batch (model/batches.pad_batch): the
+    padding must add nothing. The micro-step here is the one the graphs capture, run eagerly on the CPU."""
+    from model.batches import gather, pad_batch
+    from model._presets import preset
+
+    trainer = _trainer(multi_variable_data, tmp_path, batch_size=5)
+    if "model_type" in model:
+        config = trainer.config
+        config.model = ModelConfig(**{**preset(model["model_type"]), **model})
+        trainer = Trainer(config, multi_variable_data, torch.device("cpu"))
+    c = trainer.config.data
+    starts = multi_variable_data.starts("train")[:3]
+    arrays = {"inputs": multi_variable_data.inputs, "targets": multi_variable_data.targets}
+    batch = {k: torch.as_tensor(v) for k, v in
+             gather(arrays, starts, c.window_size, c.target_offset, c.forecast_steps).items()}
+    factor = torch.tensor([0.3, 0.7])
+
+    def step(x, up, y) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        trainer.optimizer.zero_grad(set_to_none=False)
+        sse = trainer._micro_step(x, up, y, factor)
+        return sse, [p.grad.clone() for p in trainer.model.parameters()]
+
+    x, up, y = pad_batch(batch, 5)
+    assert x.shape[0] == y.shape[0] == 5 and torch.isnan(y[3:]).all() and not x[3:].any()
+    padded_sse, padded_grads = step(x, up, y)
+    sse, grads = step(batch["x"], batch.get("up"), batch["y"])
+    assert sse.abs().sum() > 0 and max(g.abs().max() for g in grads) > 0
+    torch.testing.assert_close(padded_sse, sse, rtol=1e-5, atol=1e-6)
+    for padded, plain in zip(padded_grads, grads):
+        torch.testing.assert_close(padded, plain, rtol=1e-4, atol=1e-6)

@@ -2,7 +2,8 @@
 
 install() wraps ConvLSTMForecaster.forward so that a model whose summed hidden widths exceed a threshold raises
 the error CUDA raises when it runs out of memory ("oom_above_hidden"; "oom_above_batch": a forward of more than
-that many samples, so that half the batch fits), or a plain bug ("bug_above_hidden"); a
+that many samples, so that half the batch fits; "oom_from_epoch": from that epoch on), or a plain bug
+("bug_above_hidden"); a
 model whose summed widths are listed in "nan_widths" / "inf_widths" returns NaN / inf from epoch
 "nonfinite_from_epoch" (default 1) on, so its loss stops being finite. It also wraps the trainer and torch.save:
 - "epoch_sleep_s": each training epoch starts with this sleep, so a test can catch a search at a given moment;
@@ -61,7 +62,7 @@ def install() -> None:
             )
         limit = faults.get("oom_above_batch")
         batch = (args[0] if args else kwargs["x"]).shape[0]
-        if limit is not None and batch > limit:
+        if limit is not None and batch > limit and _epoch[0] >= faults.get("oom_from_epoch", 0):
             raise torch.OutOfMemoryError(
                 f"CUDA out of memory. Tried to allocate {batch} MiB (injected by tests: batch {batch} > {limit})"
             )

@@ -67,13 +67,38 @@ def test_rescued_loss_curve_equals_a_direct_half_batch_double_accumulation_run(r
     assert len(got) == 2 and got == want
 
 
-def test_rescued_curve_matches_the_unrescued_batch_it_replaces(rescued, ray_session, demo_nc, tmp_path_factory):
+@pytest.fixture(scope="module")
+def whole(ray_session, demo_nc, tmp_path_factory) -> Path:
+    """The same trial at batch 4 x 1 with nothing injected."""
+    return _search(ray_session, demo_nc, tmp_path_factory.mktemp("whole"), "whole", 4, 1)
+
+
+def _assert_same_curve(got: list[dict], want: list[dict]) -> None:
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        for key in g:
+            assert g[key] == pytest.approx(w[key], rel=1e-4), key
+
+
+def test_rescued_curve_matches_the_unrescued_batch_it_replaces(rescued, whole):
     """Same windows in each optimizer step, loss scaled per step: the b x k run trains the same, up to rounding."""
-    whole = _search(ray_session, demo_nc, tmp_path_factory.mktemp("whole"), "whole", 4, 1)
-    for got, want in zip(_curve(rescued), _curve(whole), strict=True):
-        assert got.keys() == want.keys()
-        for key in got:
-            assert got[key] == pytest.approx(want[key], rel=1e-4), key
+    _assert_same_curve(_curve(rescued), _curve(whole))
+
+
+def test_a_trial_out_of_memory_after_its_first_epoch_goes_on_from_its_checkpoint(ray_session, demo_nc, whole,
+                                                                                 tmp_path_factory):
+    """An OOM after a report (on CUDA: a trial with fewer than three micro-batches an epoch captures its graph in
+    its second epoch): the reported epoch stands, and the trial goes on from its checkpoint at b/2 x 2k."""
+    late = _search(ray_session, demo_nc, tmp_path_factory.mktemp("late"), "late", 4, 1, oom_above_batch=2,
+                   oom_from_epoch=2)
+    row = trials_csv(late).iloc[0]
+    assert (row["status"], row["rescued_batch"], row["epochs"]) == ("ok", 2, 2)
+    (trial_dir,) = load_trials(late)["trial_dir"]
+    assert [r["epoch"] for r in read_results(trial_dir)] == [1, 2], "epoch 1 is neither run nor reported again"
+    assert "injected by tests: batch 4 > 2" in json.loads((Path(trial_dir) / "rescue.json").read_text())["oom"]
+    got, want = _curve(late), _curve(whole)
+    assert got[0] == want[0], "epoch 1 ran at batch 4, as the whole run's"
+    _assert_same_curve(got, want)
 
 
 def test_a_trial_that_runs_out_of_memory_again_is_oom_after_one_rescue(ray_session, demo_nc, tmp_path_factory):
