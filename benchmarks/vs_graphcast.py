@@ -48,12 +48,13 @@ PATCHES = ("convlstm/trainer.py: `verbose=True` removed from ReduceLROnPlateau (
 # Graphcast's trainer logs this once an epoch (convlstm/trainer.py, ConvLSTMTrainer.train).
 _EPOCH = re.compile(r"Epoch (\d+)/(\d+): train_loss=([-\d.naninf]+), val_loss=([-\d.naninf]+), .*time=([\d.]+)s")
 _SAMPLES = re.compile(r"Training samples: (\d+)")
-# Launches graphcast's script unchanged and reports the CUDA memory peak its process reached.
+# Launches graphcast's script unchanged and reports the CUDA memory peak its process reached: reserved, as our
+# trainer's peak_memory_mb (model/device.peak_memory_mb).
 _LAUNCHER = """
 import atexit, runpy, sys, torch
 def _peak():
     if torch.cuda.is_available():
-        print(f"GRAPHCAST_PEAK_MB {torch.cuda.max_memory_allocated() / 2**20:.1f}", flush=True)
+        print(f"GRAPHCAST_PEAK_MB {torch.cuda.max_memory_reserved() / 2**20:.1f}", flush=True)
 atexit.register(_peak)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
