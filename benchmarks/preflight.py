@@ -15,7 +15,9 @@ would have skipped (prediction x margin over the budget), and the share of confi
 from __future__ import annotations
 
 import argparse
+import json
 import random
+import re
 import statistics
 import tempfile
 import time
@@ -26,7 +28,7 @@ import torch
 from benchmarks._common import command, machine, reference_file, write_json
 from data_io import ConfigError, prepare
 from model.memory import DataShape, footprint, host_probe
-from tune._preflight import calibrate, data_on_gpu_mb, probe_configs
+from tune._preflight import calibrate, data_on_gpu_mb, fit, probe_configs
 from tune.experiment import trial_config
 
 WIDTHS = [8, 16, 32, 64, 128]
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> None:
                    "and validation's graphs are captured at an epoch's third call of their shape")
     p.add_argument("--no-cuda-graphs", action="store_true", help="measure the eager path")
     p.add_argument("--output", default=None)
+    p.add_argument("--recount", metavar="RESULTS", type=Path,
+                   help="no run: predict RESULTS' configs again with today's count, from its own measured probes")
     args = p.parse_args(argv)
+    if args.recount:
+        return recount(args.recount, args.margin, args.output, argv)
 
     path = Path(args.data or f"/tmp/preflight_ref_{args.days}d_{args.resolution}.nc")
     reference_file(path, days=args.days, upstream=True, resolution=args.resolution)
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         params = draw(rng)
         try:
             config = trial_config(base, params)
-            fp = footprint(config, shape)
+            fp = calibration.footprint(config, shape)
         except ConfigError:
             continue
         on_gpu = data_on_gpu_mb(config, shape, calibration.total_mb, args.device == "cuda")
@@ -100,10 +106,20 @@ def main(argv: list[str] | None = None) -> None:
         measured = f"{row['measured_mb']:.0f}" if row.get("measured_mb") else row["outcome"]
         print(f"{len(rows):3d} {params}: predicted {predicted:.0f} MB, measured {measured}", flush=True)
 
+    summary = summarize(rows)
+    result = {"command": command("preflight", argv), "machine": machine(),
+              "data": str(path), "shape": shape.key(), "budget_mb": budget, "margin": args.margin,
+              "calibration": calibration.__dict__, "calibrate_s": calibrate_s, "summary": summary, "rows": rows}
+    output = args.output or f"benchmarks/results/preflight_{args.device}.json"
+    write_json(output, result)
+    print(f"\n{summary}\nresults in {output}")
+
+
+def summarize(rows: list[dict]) -> dict:
     ran = [r for r in rows if r["outcome"] == "ok"]
     ooms = [r for r in rows if r["outcome"] == "oom"]
     errors = [abs(r["predicted_mb"] / r["measured_mb"] - 1) for r in ran]
-    summary = {
+    return {
         "configs": len(rows), "ran": len(ran), "oom": len(ooms),
         "median_abs_error": statistics.median(errors) if errors else None,
         "p90_abs_error": sorted(errors)[int(0.9 * (len(errors) - 1))] if errors else None,
@@ -114,12 +130,47 @@ def main(argv: list[str] | None = None) -> None:
                                  if r["params"]["model_type"] == k)
             for k in sorted({r["params"]["model_type"] for r in ran})},
     }
-    result = {"command": command("preflight", argv), "machine": machine(),
-              "data": str(path), "shape": shape.key(), "budget_mb": budget, "margin": args.margin,
-              "calibration": calibration.__dict__, "calibrate_s": calibrate_s, "summary": summary, "rows": rows}
-    output = args.output or f"benchmarks/results/preflight_{args.device}.json"
+
+
+def recount(path: Path, margin: float, output: str | None, argv: list[str] | None) -> None:
+    """Predict a results file's configs again with today's count (model/memory.footprint), fitted to the same
+    measured probes: what the pre-flight would have decided on that run's measurements. The count follows the
+    fused gate kernels on CUDA, so this is meaningful for runs made with them (preflight_h200_v6 and later)."""
+    old = json.loads(path.read_text())
+    cal = old["calibration"]
+    fused = cal["device"].startswith("cuda")
+    c, k, grid, up = re.fullmatch(r"c(\d+)-(\d+)-(\d+x\d+)-up(\w+)", old["shape"]).groups()
+    dims = [tuple(int(n) for n in g.split("x")) for g in (grid, up) if g != "none"]
+    shape = DataShape(in_channels=int(c), out_channels=int(k), grid=dims[0], upstream_grid=dims[1] if up != "none"
+                      else None)
+    base = {"data": {"data": old["data"], "include_upstream": True}, "model": {},
+            "train": {"device": "cuda" if fused else "cpu", "checkpoint_every": 0, "num_workers": 0}}
+    configs = {config.model.topology: config for config in probe_configs(base, shape)}
+    topologies = {}
+    for topology, config in configs.items():
+        probes = []
+        for probe in (p for p in cal["probes"] if p["topology"] == topology):
+            fp = footprint(config, shape, probe["batch"], fused)
+            probes.append({**probe, "activations_mb": fp.activations / 2**20, "states_mb": fp.states / 2**20})
+        topologies[topology] = list(fit(probes))
+    rows = []
+    for row in old["rows"]:
+        config = trial_config(base, row["params"])
+        intercept, ratio = cal["topologies"].get(row["topology"], (cal["intercept_mb"], cal["ratio"]))
+        before = footprint(config, shape)  # what that run counted: the element-wise gates
+        data_mb = row["predicted_mb"] - intercept - ratio * row["counted_activations_mb"] - before.states / 2**20
+        fp = footprint(config, shape, fused=fused and config.train.fused_gates)
+        intercept, ratio = topologies.get(row["topology"], topologies[next(iter(topologies))])  # as predict_mb
+        predicted = intercept + ratio * fp.activations / 2**20 + fp.states / 2**20 + data_mb
+        rows.append({**row, "predicted_mb": predicted, "counted_activations_mb": fp.activations / 2**20,
+                     "would_skip": margin * predicted > old["budget_mb"], "predicted_before_mb": row["predicted_mb"]})
+    summary = summarize(rows)
+    result = {"command": command("preflight", argv), "recounted": str(path), "machine": old["machine"],
+              "shape": old["shape"], "budget_mb": old["budget_mb"], "margin": margin, "topologies": topologies,
+              "summary": summary, "summary_before": old["summary"], "rows": rows}
+    output = output or str(path).replace(".json", "_recount.json")
     write_json(output, result)
-    print(f"\n{summary}\nresults in {output}")
+    print(f"{summary}\nresults in {output}")
 
 
 def _measure(config, data, shape: DataShape, args) -> dict:

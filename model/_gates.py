@@ -31,7 +31,8 @@ except ImportError:  # CPU-only or MPS installs of torch come without Triton
 
 def lstm_gates(gates: torch.Tensor, c: torch.Tensor, fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """(h, c') from the pre-activation gates (B, 4H, Y, X), chunked as i, f, g, o, and the cell state (B, H, Y, X)."""
-    if fused and gates.is_cuda and triton is not None and not torch.compiler.is_compiling():
+    # On the meta device (model/memory.footprint counts what autograd saves) the fused path runs without its kernels.
+    if fused and (gates.is_meta or gates.is_cuda and triton is not None) and not torch.compiler.is_compiling():
         # Under autocast h is stored in its dtype (bf16), which the next convolution reads without a cast.
         h_dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else gates.dtype
         return _FusedGates.apply(gates, c, h_dtype)
@@ -53,7 +54,8 @@ class _FusedGates(torch.autograd.Function):
         # The outputs take the cell state's layout; the kernel walks them in memory order.
         h_new = torch.empty_like(c, dtype=h_dtype)
         c_new = torch.empty_like(c)
-        _launch(_forward_kernel, gates, c, (h_new, c_new))
+        if not gates.is_meta:
+            _launch(_forward_kernel, gates, c, (h_new, c_new))
         ctx.save_for_backward(gates, c)
         return h_new, c_new
 

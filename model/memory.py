@@ -4,7 +4,8 @@
   variant: the model is built and run forward on the meta device (no memory, no data, milliseconds), and every
   tensor autograd saves for the backward is counted once (by storage). Weights, gradients and AdamW's two states
   come from the parameter count. Counted in fp32: autocast does not act on meta tensors, so the probe's calibration
-  (tune/_preflight.py) carries the AMP ratio.
+  (tune/_preflight.py) carries the AMP ratio. The gate arithmetic is counted as the trial will run it (fused kernels
+  on CUDA with Triton, element-wise ops elsewhere).
 - `probe(config, shape, device)`: one real training micro-step (forward, loss, backward, optimizer step) on random
   data of that shape on the device; its peak reserved memory. What a calibration fits the footprints to.
   Reserved, not allocated: a share's memory cap bounds what the caching allocator reserves, and with CUDA graphs a
@@ -20,6 +21,7 @@ import copy
 import ctypes
 import dataclasses
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import torch
 
 from data_io import PreparedData
 from data_io.windows import window_span
+from model._gates import fused_available
 from model.build import model_from_config
 from model.config import Config
 from model.trainer import fit
@@ -77,27 +80,50 @@ def _model(config: Config, shape: DataShape, device) -> torch.nn.Module:
                              upstream=shape.upstream_grid is not None).to(device)
 
 
-def footprint(config: Config, shape: DataShape, batch: int | None = None) -> Footprint:
-    """The training step's memory for `config` at `batch` (default config.train.batch_size), counted, not run."""
+def counts_fused(config: Config, device: str) -> bool:
+    """Whether a trial of `config` on `device` ("cuda", "cpu") runs the fused gate kernels, as footprint(fused=)
+    wants to know; ask on the trials' own machine (Triton may be installed there only)."""
+    return device == "cuda" and config.train.fused_gates and fused_available()
+
+
+def footprint(config: Config, shape: DataShape, batch: int | None = None, fused: bool = False) -> Footprint:
+    """The training step's memory for `config` at `batch` (default config.train.batch_size), counted, not run.
+    `fused`: count what the fused gate kernels save (model/_gates.py: the gates and the old cell state per cell step),
+    as a trial runs them on CUDA with Triton; else what PyTorch's element-wise gate ops save."""
     batch = batch or config.train.batch_size
     with torch.device("meta"):
+        config = copy.deepcopy(config)
+        config.train.fused_gates = fused
         model = _model(config, shape, "meta")
         x, up = _inputs(config, shape, batch, "meta")
     weights = {p.untyped_storage()._cdata for p in model.parameters()}  # counted in states, not here
-    seen: dict[int, int] = {}
+    # storage -> (the saved tensors on it, its bytes). A tensor saved by several ops (or as views) counts once; one
+    # saved for a branch the backward never reaches (a step's output nothing reads) is freed with that branch, and
+    # the storage address can then be reused: only storages whose saved tensors are alive at the end count.
+    saved: dict[int, tuple[list[weakref.ref], int]] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
         storage = t.untyped_storage()
-        if storage._cdata not in weights:  # a tensor saved by several ops (or as views) counts once
-            seen[storage._cdata] = storage.nbytes()
+        key = storage._cdata
+        if key not in weights:
+            entry = saved.get(key)
+            if entry is None or not _alive(entry[0]):
+                entry = saved[key] = ([], storage.nbytes())
+            entry[0].append(weakref.ref(t))
         return t
 
     model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         pred = model(x, up)
-        (pred.float() ** 2).mean()  # the loss's own saved tensors: as large as the prediction
+        loss = (pred.float() ** 2).mean()  # the loss's own saved tensors: as large as the prediction
+    activations = sum(nbytes for refs, nbytes in saved.values() if _alive(refs))
+    del loss
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return Footprint(activations=sum(seen.values()), states=4 * params)
+    return Footprint(activations=activations, states=4 * params)
+
+
+def _alive(refs: list[weakref.ref]) -> bool:
+    return any(r() is not None for r in refs)
 
 
 def probe(config: Config, shape: DataShape, device: torch.device, batch: int | None = None) -> float:

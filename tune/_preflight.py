@@ -29,7 +29,7 @@ import torch
 from data_io import ConfigError, PreparedData, ensure_local
 from model.config import Config
 from model.convlstm import check_grid
-from model.memory import DataShape, footprint, host_probe, probe, probe_windows, trainer_probe
+from model.memory import DataShape, counts_fused, footprint, host_probe, probe, probe_windows, trainer_probe
 from tune import experiment as ex
 
 log = logging.getLogger("convlstm")
@@ -50,6 +50,11 @@ class Calibration:
     probes: list[dict] = field(default_factory=list)
     # topology -> [intercept_mb, ratio], where it was probed; others take the search's config's fit above
     topologies: dict[str, list[float]] = field(default_factory=dict)
+    fused_gates: bool = False  # the trials' device runs the fused gate kernels: footprints count what they save
+
+    def footprint(self, config: Config, shape: DataShape, batch: int | None = None):
+        """The config's counted footprint as a trial on this calibration's device runs it."""
+        return footprint(config, shape, batch, fused=self.fused_gates and config.train.fused_gates)
 
     def predict_mb(self, fp, data_mb: float = 0.0, topology: str | None = None) -> float:
         intercept, ratio = self.topologies.get(topology, (self.intercept_mb, self.ratio))
@@ -68,10 +73,10 @@ def fit(probes: list[dict]) -> tuple[float, float]:
     return my - ratio * mx, ratio
 
 
-def probe_batches(config: Config, shape: DataShape, most: int = 1024) -> tuple[int, int]:
+def probe_batches(config: Config, shape: DataShape, most: int = 1024, fused: bool = False) -> tuple[int, int]:
     """Two batches 8x apart, the larger the first power of 2 whose counted activations reach PROBE_MB (at most
     `most`): probes of a few MB would measure the allocator's noise, not the step."""
-    per_sample = footprint(config, shape, 1).activations / MB
+    per_sample = footprint(config, shape, 1, fused).activations / MB
     large = 8
     while large < most and large * per_sample < PROBE_MB:
         large *= 2
@@ -98,10 +103,11 @@ def calibrate(configs: list[Config], shape: DataShape, device: str, data: Prepar
     measure(configs[0], 1)
     probes, topologies = [], {}
     for config in configs:
-        batches = probe_batches(config, shape, most)
+        fused = counts_fused(config, device)
+        batches = probe_batches(config, shape, most, fused)
         mine = []
         for batch in batches:
-            fp = footprint(config, shape, batch)
+            fp = footprint(config, shape, batch, fused)
             mine.append({"topology": config.model.topology, "batch": batch, "activations_mb": fp.activations / MB,
                          "states_mb": fp.states / MB, "measured_mb": measure(config, batch)})
         topologies.setdefault(config.model.topology, list(fit(mine)))
@@ -117,7 +123,7 @@ def calibrate(configs: list[Config], shape: DataShape, device: str, data: Prepar
     log.info("Memory pre-flight calibrated on %s: %s", name, "; ".join(
         f"{k}: {a:.0f} MB + {r:.2f} x counted activations" for k, (a, r) in topologies.items()))
     return Calibration(device=name, total_mb=total, intercept_mb=intercept, ratio=ratio, probes=probes,
-                       topologies=topologies)
+                       topologies=topologies, fused_gates=counts_fused(configs[0], device))
 
 
 def probe_configs(base: dict, shape: DataShape) -> list[Config]:
@@ -145,7 +151,7 @@ def data_on_gpu_mb(config: Config, shape: DataShape, total_mb: float, gpu: bool)
 def cache_key(shape: DataShape, config: Config, device: str) -> str:
     d, t = config.data, config.train
     graphs = int(device == "cuda" and t.cuda_graphs and not t.compile)
-    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-g{graphs}-{device}-v3"
+    return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-g{graphs}-{device}-v4"
 
 
 def load_cached(experiment: Path, key: str) -> Calibration | None:
@@ -197,10 +203,9 @@ class Preflight:
         key = json.dumps(params, sort_keys=True, default=str)
         if key not in self._predicted:
             config = ex.trial_config(self.base, params)
-            gpu = self.calibration.device.startswith("cuda")
-            self._predicted[key] = self.calibration.predict_mb(
-                footprint(config, self.shape), data_on_gpu_mb(config, self.shape, self.calibration.total_mb, gpu),
-                config.model.topology)
+            cal = self.calibration
+            on_gpu = data_on_gpu_mb(config, self.shape, cal.total_mb, cal.device.startswith("cuda"))
+            self._predicted[key] = cal.predict_mb(cal.footprint(config, self.shape), on_gpu, config.model.topology)
         return self._predicted[key]
 
     def budget(self, share: float) -> float:

@@ -34,8 +34,11 @@ def config(out, **train) -> Config:
     return Config(data=DataConfig(), model=ModelConfig(hidden_channels=[4]), train=TrainConfig(**{**defaults, **train}))
 
 
-@pytest.mark.parametrize(("batch", "accumulation"), [(9, 2), (6, 3)],
-                         ids=["whole-micro-batches", "split-micro-batches"])
+@pytest.mark.parametrize(("batch", "accumulation"), [
+    (9, 2),
+    # ~40 s more on 2 cores (a second Ray Train run): python -m pytest tests/tune/test_distributed.py -m slow
+    pytest.param(6, 3, marks=pytest.mark.slow),
+], ids=["whole-micro-batches", "split-micro-batches"])
 def test_two_cpu_workers_follow_the_single_process_loss_curve(ray_session, tiny, tmp_path, batch, accumulation):
     """(9, 2): each worker runs every other micro-batch of 9, and the epoch's last step has one micro-batch (of 7
     windows), so rank 1 runs a stand-in. (6, 3): each takes 3 windows of every micro-batch, and the last one holds
@@ -203,8 +206,11 @@ def test_compiled_training_through_two_workers_follows_the_eager_loss_curve(ray_
 
 @pytest.mark.gpu
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
-@pytest.mark.parametrize(("batch", "accumulation"), [(9, 2), (6, 3)],
-                         ids=["whole-micro-batches", "split-micro-batches"])
+@pytest.mark.parametrize(("batch", "accumulation"), [
+    (9, 2),
+    # ~40 s more on 2 cores (a second Ray Train run): python -m pytest tests/tune/test_distributed.py -m slow
+    pytest.param(6, 3, marks=pytest.mark.slow),
+], ids=["whole-micro-batches", "split-micro-batches"])
 def test_two_gpus_with_cuda_graphs_follow_the_one_gpu_loss_curve(ray_session, tiny, tmp_path, batch, accumulation):
     """NCCL, DDP around the compiled module, CUDA graphs and stand-ins: python -m pytest -m gpu on 2 GPUs."""
     from tune.distributed import fit_distributed

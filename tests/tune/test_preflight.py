@@ -52,6 +52,16 @@ def test_activations_grow_with_width_window_and_the_upstream_box():
     assert wide > 3 * plain and longer > 1.5 * plain and alone < plain
 
 
+def test_the_fused_gates_count_saves_the_gates_and_old_state_instead_of_the_activations():
+    """Element-wise, autograd keeps the four activations, the old state and tanh(c') per cell step; the fused kernels
+    keep the pre-activation gates and the old state: one state-sized tensor less per step (model/_gates.py)."""
+    shape = DataShape(in_channels=12, out_channels=1, grid=(16, 16))
+    config = _config(hidden_channels=[16])
+    steps = config.data.window_size + config.data.forecast_steps - 1
+    plain, fused = (footprint(config, shape, 2, fused=f).activations for f in (False, True))
+    assert plain - fused == steps * 2 * 16 * 16 * 16 * 4
+
+
 def test_fit_recovers_the_line_and_needs_two_sizes():
     probes = [{"activations_mb": a, "states_mb": 5.0, "measured_mb": 40 + 1.5 * a + 5.0} for a in (10, 80)]
     intercept, ratio = fit(probes)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from data_io import DataConfig, prepare
-from model.memory import DataShape, footprint
+from model.memory import DataShape
 from model.trainer import fit
 from tune._preflight import calibrate, probe_configs
 from tune.experiment import trial_config
@@ -34,7 +34,7 @@ def test_a_graphed_calibration_per_topology_predicts_unprobed_configs_within_a_f
     for params in ({"hidden_channels": [32, 96], "batch_size": 12},
                    {"model_type": "dual_stream", "hidden_channels": [48, 96], "batch_size": 6}):
         config = trial_config(base, params)
-        predicted = calibration.predict_mb(footprint(config, shape), 0.0, config.model.topology)
+        predicted = calibration.predict_mb(calibration.footprint(config, shape), 0.0, config.model.topology)
         with tempfile.TemporaryDirectory() as out:
             config.train.output_dir = out
             measured = fit(config, data)[-1].peak_memory_mb
