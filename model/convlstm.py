@@ -33,12 +33,11 @@ State = list[tuple[torch.Tensor, torch.Tensor]]
 
 class ConvLSTMCell(nn.Module):
     """One convolution computes all four gates from [input, hidden]; GroupNorm on the gates when asked. The gate
-    arithmetic is one fused kernel on CUDA (model/_gates.py) unless `fused` is off."""
+    arithmetic is one fused kernel on CUDA (model/_gates.py) unless the forecaster turns `fused` off."""
 
-    def __init__(self, in_channels: int, hidden: int, kernel_size: int, group_norm: bool = False,
-                 fused: bool = True) -> None:
+    def __init__(self, in_channels: int, hidden: int, kernel_size: int, group_norm: bool = False) -> None:
         super().__init__()
-        self.hidden, self.fused = hidden, fused
+        self.hidden, self.fused = hidden, True
         self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
         self.norm = nn.GroupNorm(_groups(4 * hidden), 4 * hidden) if group_norm else nn.Identity()
 
@@ -169,7 +168,7 @@ class ConvLSTMForecaster(nn.Module):
         self.decoder = ConvLSTMDecoder(hidden, config, config.dropout_rate * 0.5 * (config.dropout_levels == "all")) \
             if unet else None
         self.head = nn.Conv2d(hidden[0] if unet else hidden[-1], out_channels, kernel_size=1)
-        for cell in self.modules():
+        for cell in self.modules():  # a kernel choice, not architecture: the same parameters either way
             if isinstance(cell, ConvLSTMCell):
                 cell.fused = fused_gates
 
