@@ -7,6 +7,7 @@ cache (the on-disk entries), pipeline (prepare, ensure_local).
 
 from data_io._errors import ConfigError, DataError, UserInputError
 from data_io._files import data_label, sources
+from data_io.cache import user_cache_dir
 from data_io.config import DataConfig
 from data_io.normalize import NormStats
 from data_io.pipeline import ensure_local, prepare
@@ -30,6 +31,7 @@ __all__ = [
     "sources",
     "spacings",
     "time_step",
+    "user_cache_dir",
     "variable_of",
     "window_span",
     "window_starts",

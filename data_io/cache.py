@@ -56,10 +56,18 @@ def cache_root(cfg: DataConfig) -> Path:
     if cfg.cache_dir:
         return Path(cfg.cache_dir).expanduser()
     if os.environ.get("CONVLSTM_TUNE_CACHE"):
-        return Path(os.environ["CONVLSTM_TUNE_CACHE"]).expanduser()
+        return user_cache_dir()
     folder = sources(cfg.data)[0].parent
     if os.access(folder, os.W_OK):
         return folder / ".convlstm-cache"
+    return user_cache_dir()
+
+
+def user_cache_dir() -> Path:
+    """The user's cache folder: $CONVLSTM_TUNE_CACHE, else ~/.cache/convlstm-tune (XDG_CACHE_HOME honoured). The
+    demo data and the memory pre-flight's per-machine calibrations live here."""
+    if os.environ.get("CONVLSTM_TUNE_CACHE"):
+        return Path(os.environ["CONVLSTM_TUNE_CACHE"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convlstm-tune"
 
 

@@ -10,7 +10,10 @@ The prediction is `intercept + ratio * activations + states (+ the data, when a 
   carries what the count cannot see (AMP keeps bf16 copies, GroupNorm and attention fp32 ones, cuDNN workspaces),
   the intercept what every step holds beside.
 The calibration is cached in the experiment folder (preflight.json), keyed by the data shape and the device, so a
-resumed search or a second one on the same folder does not probe again.
+resumed search or a second one on the same folder does not probe again; and per machine, in the user's cache folder
+(data_io.user_cache_dir()/preflight.json), keyed as well by the GPU kind Ray reports (or the host on CPU), the torch
+version and a hash of the code that decides the memory a trial takes, so a new search on the same machine and data
+shape starts without the 10-15 s of probes (BENCHMARKS §8, target 2). Delete that file to probe again.
 
 A trial's budget is its GPU share of the card's memory (what its memory cap is), or on CPU the host's memory
 over the trials that run at once; `--preflight-margin` multiplies the prediction before it is compared.
@@ -18,15 +21,17 @@ over the trials that run at once; `--preflight-margin` multiplies the prediction
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from data_io import ConfigError, PreparedData, ensure_local
+from data_io import ConfigError, PreparedData, ensure_local, user_cache_dir
 from model.config import Config
 from model.convlstm import check_grid
 from model.memory import DataShape, counts_fused, footprint, host_probe, probe, probe_windows, trainer_probe
@@ -154,8 +159,31 @@ def cache_key(shape: DataShape, config: Config, device: str) -> str:
     return f"{shape.key()}-w{d.window_size}-f{d.forecast_steps}-amp{int(t.use_amp)}-g{graphs}-{device}-v4"
 
 
+def machine_key(key: str, device: str, accelerators: list[str]) -> str:
+    """`key` on this machine: the GPU kinds the cluster has (Ray's accelerator_type resources; the calibration task
+    runs on one of them), or on CPU the host, which probes in this process; the torch version; the code's hash."""
+    machine = (",".join(sorted(accelerators)) or "gpu") if device == "cuda" else socket.gethostname()
+    return f"{key}-{machine}-torch{torch.__version__}-{code_version()}"
+
+
+def code_version() -> str:
+    """A hash of the sources that decide a trial's memory (the model package, this module): a calibration made by
+    other code is probed again rather than trusted."""
+    import model
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(model.__file__).parent.glob("*.py")) + [Path(__file__)]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def machine_cache() -> Path:
+    return user_cache_dir() / PREFLIGHT_JSON
+
+
 def load_cached(experiment: Path, key: str) -> Calibration | None:
-    path = experiment / PREFLIGHT_JSON
+    """The calibration saved under `key` in `experiment`'s preflight.json (or in the file `experiment` names)."""
+    path = experiment if experiment.suffix == ".json" else experiment / PREFLIGHT_JSON
     try:
         saved = json.loads(path.read_text())["calibrations"][key]
         return Calibration(**saved)
@@ -164,13 +192,14 @@ def load_cached(experiment: Path, key: str) -> Calibration | None:
 
 
 def save(experiment: Path, key: str, calibration: Calibration) -> None:
-    path = experiment / PREFLIGHT_JSON
+    path = experiment if experiment.suffix == ".json" else experiment / PREFLIGHT_JSON
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
         saved = {}
     saved.setdefault("calibrations", {})[key] = asdict(calibration)
-    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two searches saving at once do not share a file
     tmp.write_text(json.dumps(saved, indent=1))
     os.replace(tmp, path)
 

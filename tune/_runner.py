@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -244,10 +245,12 @@ def _connect(address: str | None, experiment: Path) -> bool:
     """Connect to (or start) Ray; True when this call did, False when the process was already connected."""
     if ray.is_initialized():
         return False
+    started = time.perf_counter()
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     else:  # no dashboard unless asked (ray start --include-dashboard); see the README's cluster section
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
+    log.info("Ray is up (%.1f s)", time.perf_counter() - started)
     return True
 
 
@@ -288,15 +291,28 @@ def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: Pre
     configs = _preflight.probe_configs(base, shape)
     device = "cuda" if gpus else "cpu"
     key = _preflight.cache_key(shape, configs[0], device)
+    accelerators = [k.split(":", 1)[1] for k in ray.cluster_resources() if k.startswith("accelerator_type:")]
+    machine = _preflight.machine_key(key, device, accelerators)
     calibration = _preflight.load_cached(experiment, key)
     if calibration is None:
+        calibration = _preflight.load_cached(_preflight.machine_cache(), machine)
+        if calibration is not None:
+            log.info("Memory pre-flight: this machine's calibration for this data shape, from %s (delete it to "
+                     "probe again)", _preflight.machine_cache())
+    if calibration is None:
+        started = time.perf_counter()
         if device == "cuda":  # on a node with a GPU, in a share of its own, as a trial would be
             share = _preflight.SHARES[0] if gpus == "auto" else min(float(gpus), 1.0)
             task = ray.remote(num_cpus=search.cpus_per_trial, num_gpus=share)(_preflight.calibrate)
             calibration = ray.get(task.remote(configs, shape, device, data))
         else:
             calibration = _preflight.calibrate(configs, shape, device)
-        _preflight.save(experiment, key, calibration)
+        log.info("Memory pre-flight calibrated in %.1f s", time.perf_counter() - started)
+        try:
+            _preflight.save(_preflight.machine_cache(), machine, calibration)
+        except OSError as exc:  # a read-only home: the experiment's copy below still serves a resume
+            log.warning("Memory pre-flight: could not keep the calibration in %s (%s)", _preflight.machine_cache(), exc)
+    _preflight.save(experiment, key, calibration)
     budget = search.preflight_memory_mb
     if budget is None and device == "cpu":  # the host's memory over the trials that run at once
         budget = calibration.total_mb / max(1, concurrent)

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import os
 from pathlib import Path
 
 
-from data_io import ConfigError, prepare
+from data_io import ConfigError, prepare, user_cache_dir
 from model._cli import add_dataclass_flags, build
 from model._main import run_cli, setup_logging
 from model.config import add_config_flags, config_from_args
@@ -43,9 +42,7 @@ def demo_path() -> Path:
     """The demo dataset, written once into the user's cache folder."""
     from data_io.demo import write_demo
 
-    cache = Path(os.environ.get("CONVLSTM_TUNE_CACHE",
-                                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "convlstm-tune"))
-    path = cache / "demo_seed0.nc"
+    path = user_cache_dir() / "demo_seed0.nc"
     if not path.is_file():
         log.info("Writing the demo dataset to %s (once)", path)
         write_demo(path, seed=0)

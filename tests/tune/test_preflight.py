@@ -3,7 +3,9 @@ that cannot fit (on CPU, with --preflight-memory-mb as the budget; GPU shares ar
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -15,6 +17,7 @@ from model.memory import DataShape, footprint, host_probe
 from tests.tune.conftest import load_study, search_in_process, trials_csv, write_space
 from tune import _preflight
 from tune._preflight import Calibration, Preflight, calibrate, fit
+from tune.experiment import trial_config
 
 REFERENCE_LIKE = DataShape(in_channels=12, out_channels=1, grid=(16, 16), upstream_grid=(16, 24))
 
@@ -140,7 +143,16 @@ BUDGET_MB = 60
 
 
 @pytest.fixture(scope="module")
-def skipping(ray_session, demo_nc, tmp_path_factory):
+def machine_cache(tmp_path_factory):
+    """The user's cache folder, of this module's own: the per-machine calibrations start empty."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("user-cache")
+        mp.setenv("CONVLSTM_TUNE_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def skipping(ray_session, demo_nc, tmp_path_factory, machine_cache):
     tmp = tmp_path_factory.mktemp("preflight")
     space = write_space(tmp / "space.yaml", {"hidden_channels": {"layers": 1, "widths": [8, 256]},
                                              "batch_size": [2, 512], "gradient_accumulation_steps": 1})
@@ -183,11 +195,51 @@ def test_optuna_is_told_each_skipped_config_as_infeasible(skipping):
 
 def test_the_calibration_is_cached_in_the_experiment(skipping):
     experiment, _ = skipping
-    import json
-
     saved = json.loads((experiment / _preflight.PREFLIGHT_JSON).read_text())["calibrations"]
     (entry,) = saved.values()
     assert entry["device"] == "cpu" and math.isfinite(entry["ratio"])
     # the search's own config and graphcast's default for the U-Net topology, two batches each
     assert sorted(entry["topologies"]) == ["stacked", "unet"] and len(entry["probes"]) == 4
 
+
+
+def test_a_new_search_on_the_same_machine_and_shape_reuses_the_calibration(skipping, machine_cache, demo_nc,
+                                                                             tmp_path, caplog):
+    from tune import _runner
+    from tune.config import SearchConfig
+    from tune.experiment import Experiment
+
+    experiment, _ = skipping
+    (first,) = json.loads((experiment / _preflight.PREFLIGHT_JSON).read_text())["calibrations"].values()
+    (kept,) = json.loads((machine_cache / _preflight.PREFLIGHT_JSON).read_text())["calibrations"].items()
+    assert kept[1] == first and _preflight.code_version() in kept[0] and torch.__version__ in kept[0]
+    base = Experiment(experiment).base()
+    data = prepare(trial_config(base, {}).data)
+    search = SearchConfig(preflight_memory_mb=BUDGET_MB)
+    other = tmp_path / "other"
+    other.mkdir()
+    with caplog.at_level("INFO", logger="convlstm"):
+        preflight = _runner._preflight_for(search, other, base, data, 0.0, 1)
+    assert "this machine's calibration" in caplog.text and "calibrated in" not in caplog.text
+    assert asdict(preflight.calibration) == first
+    # ... and the new experiment keeps its own copy, for a resume on a machine whose cache is gone
+    (copied,) = json.loads((other / _preflight.PREFLIGHT_JSON).read_text())["calibrations"].values()
+    assert copied == first
+
+
+def test_the_machine_key_names_the_gpu_kind_torch_and_code_and_a_broken_cache_is_not_trusted(tmp_path):
+    a100 = _preflight.machine_key("k", "cuda", ["A100"])
+    assert a100 != _preflight.machine_key("k", "cuda", ["H200"]) and "A100" in a100
+    key = _preflight.machine_key
+    assert key("k", "cuda", ["H200", "A100"]) == key("k", "cuda", ["A100", "H200"])
+    assert _preflight.machine_key("k", "cpu", ["H200"]) != _preflight.machine_key("k", "cuda", ["H200"])
+    cache = tmp_path / "preflight.json"
+    calibration = Calibration(device="cuda:X", total_mb=1000.0, intercept_mb=5.0, ratio=1.2)
+    _preflight.save(cache, a100, calibration)
+    assert _preflight.load_cached(cache, a100) == calibration and _preflight.load_cached(cache, "other") is None
+    cache.write_text('{"calibrations": {"' + a100 + '": {"device": "cuda:X"}}}')  # a field missing
+    assert _preflight.load_cached(cache, a100) is None
+    cache.write_text("{not json")
+    assert _preflight.load_cached(cache, a100) is None
+    _preflight.save(cache, a100, calibration)  # a broken file is replaced, not a reason to fail the search
+    assert _preflight.load_cached(cache, a100) == calibration
