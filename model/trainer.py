@@ -14,9 +14,11 @@ metrics and early stopping are exact and identical on every rank; rank 0 alone w
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -30,7 +32,6 @@ import torch.distributed as dist
 from data_io import ConfigError, PreparedData, prepare
 from model import _schedule as schedule
 from model import checkpoint as ckpt_io
-from model import warm
 from model.batches import DeviceBatches, cpu_batches, epoch_order, optimizer_steps, pad_batch, shard_steps
 from model.build import model_from_config
 from model.config import Config, per_worker_batch
@@ -74,7 +75,6 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
     config.validate()
     device = select_device(config.train.device)
     log.info("Device: %s", describe(device))
-    warm.start(config, device)  # while the data is read
     if data is None:
         data = prepare(config.data)
     try:
@@ -98,7 +98,7 @@ def fit(config: Config, data: PreparedData | None = None, on_epoch: EpochCallbac
 
 class Trainer:
     def __init__(self, config: Config, data: PreparedData, device: torch.device) -> None:
-        warm.wait()  # before anything here could race the warm-up thread (model/warm.py)
+        _import_dynamo_apart()
         t = config.train
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())  # DDP and memory queries want an index
@@ -429,6 +429,27 @@ class Trainer:
         if every and epoch % every == 0:
             ckpt_io.save_atomic(state, self.out_dir / f"epoch_{epoch}.pt")
         return last
+
+
+def _import_dynamo_apart() -> None:
+    """Import torch._dynamo, which torch imports lazily inside the first optimizer's constructor, in a thread of its
+    own. Why: a module imported along the way may keep a failed optional import's exception, and its traceback's
+    frames keep the whole calling stack alive for the life of the process. On the H200 image, cupyx loads optuna,
+    which keeps redis's ImportError: the process's first Trainer stayed alive with its data and model on the GPU
+    (621 MB at 0.25 deg, through every later trial of a reused actor; BENCHMARKS §11). A new thread's stack holds
+    nothing of ours. Where the import fails, the optimizer's own import raises it as before."""
+    if "torch._dynamo" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            importlib.import_module("torch._dynamo")
+        except Exception:  # not kept: its traceback is what this avoids
+            pass
+
+    thread = threading.Thread(target=load, name="import-torch-dynamo", daemon=True)
+    thread.start()
+    thread.join()
 
 
 def _distributed() -> bool:

@@ -14,7 +14,6 @@ import torch
 from ray import tune
 
 from data_io import PreparedData, ensure_local
-from model import warm
 from model.errors import Diverged, OutOfMemory, release_memory
 from model.trainer import EpochRecord
 from tune import _rescue
@@ -23,9 +22,6 @@ from tune.experiment import trial_config
 from tune.outcome import Outcome
 
 __all__ = ["pick_device", "train_trial", "trial_config"]
-
-if ray.is_initialized():  # in a trial's process (Ray imports this module to start its actor): see model/warm.py
-    warm.import_ahead()
 
 
 def pick_device(requested: str) -> str:
@@ -56,7 +52,6 @@ def train_trial(params: dict, data: PreparedData, base: dict, resources: dict, s
     if config.train.device == "cuda" and 0 < gpus < 1:
         # Our share of the card: a config too big for it runs out of memory itself, not its neighbour.
         torch.cuda.set_per_process_memory_fraction(gpus)
-    warm.start(config, torch.device(config.train.device))  # while the trial fetches its data and builds its model
     trial_dir = Path(tune.get_context().get_trial_dir() or tempfile.mkdtemp())
     config.train.output_dir = str(trial_dir / "train")
     suggested = config.train  # the table and Optuna show the suggested batch, also after a rescue

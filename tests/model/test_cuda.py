@@ -155,17 +155,3 @@ def test_training_with_fused_gates_follows_the_element_wise_ops(data, tmp_path, 
         return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
 
     np.testing.assert_allclose(run(True), run(False), rtol=1e-4)
-
-
-def test_the_cuda_warm_up_draws_no_random_numbers_and_keeps_no_memory():
-    from model import warm
-
-    device = torch.device("cuda", torch.cuda.current_device())
-    torch.zeros(1, device=device)
-    before = torch.cuda.memory_allocated(device)
-    cpu, gpu = torch.get_rng_state(), torch.cuda.get_rng_state(device)
-    for use_amp in (True, False):
-        config = Config(train=TrainConfig(use_amp=use_amp))
-        warm.warm_up(config, device)
-    assert torch.equal(cpu, torch.get_rng_state()) and torch.equal(gpu, torch.cuda.get_rng_state(device))
-    assert torch.cuda.memory_allocated(device) == before
