@@ -160,9 +160,12 @@ def cache_key(shape: DataShape, config: Config, device: str) -> str:
 
 
 def machine_key(key: str, device: str, accelerators: list[str]) -> str:
-    """`key` on this machine: the GPU kinds the cluster has (Ray's accelerator_type resources; the calibration task
-    runs on one of them), or on CPU the host, which probes in this process; the torch version; the code's hash."""
-    machine = (",".join(sorted(accelerators)) or "gpu") if device == "cuda" else socket.gethostname()
+    """`key` on this machine: the host (a home folder shared between machines keeps one entry per machine), on CUDA
+    also the GPU kinds the cluster has (Ray's accelerator_type resources; the calibration task runs on one of them);
+    the torch version; the code's hash."""
+    machine = socket.gethostname()
+    if device == "cuda":
+        machine += "-" + (",".join(sorted(accelerators)) or "gpu")
     return f"{key}-{machine}-torch{torch.__version__}-{code_version()}"
 
 

@@ -202,7 +202,6 @@ def test_the_calibration_is_cached_in_the_experiment(skipping):
     assert sorted(entry["topologies"]) == ["stacked", "unet"] and len(entry["probes"]) == 4
 
 
-
 def test_a_new_search_on_the_same_machine_and_shape_reuses_the_calibration(skipping, machine_cache, demo_nc,
                                                                              tmp_path, caplog):
     from tune import _runner
