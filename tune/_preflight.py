@@ -184,9 +184,8 @@ def machine_cache() -> Path:
     return user_cache_dir() / PREFLIGHT_JSON
 
 
-def load_cached(experiment: Path, key: str) -> Calibration | None:
-    """The calibration saved under `key` in `experiment`'s preflight.json (or in the file `experiment` names)."""
-    path = experiment if experiment.suffix == ".json" else experiment / PREFLIGHT_JSON
+def load_cached(path: Path, key: str) -> Calibration | None:
+    """The calibration saved under `key` in `path` (an experiment's preflight.json, or machine_cache())."""
     try:
         saved = json.loads(path.read_text())["calibrations"][key]
         return Calibration(**saved)
@@ -194,8 +193,7 @@ def load_cached(experiment: Path, key: str) -> Calibration | None:
         return None
 
 
-def save(experiment: Path, key: str, calibration: Calibration) -> None:
-    path = experiment if experiment.suffix == ".json" else experiment / PREFLIGHT_JSON
+def save(path: Path, key: str, calibration: Calibration) -> None:
     try:
         saved = json.loads(path.read_text())
     except (OSError, ValueError):
