@@ -11,7 +11,7 @@ The prediction is `intercept + ratio * activations + states (+ the data, when a 
   the intercept what every step holds beside.
 The calibration is cached in the experiment folder (preflight.json), keyed by the data shape and the device, so a
 resumed search or a second one on the same folder does not probe again; and per machine, in the user's cache folder
-(data_io.user_cache_dir()/preflight.json), keyed as well by the GPU kind Ray reports (or the host on CPU), the torch
+(data_io.user_cache_dir()/preflight.json), keyed as well by the host, on CUDA the GPU kind Ray reports, the torch
 version and a hash of the code that decides the memory a trial takes, so a new search on the same machine and data
 shape starts without the 10-15 s of probes (BENCHMARKS §8, target 2). Delete that file to probe again.
 

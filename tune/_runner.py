@@ -294,6 +294,7 @@ def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: Pre
     accelerators = [k.split(":", 1)[1] for k in ray.cluster_resources() if k.startswith("accelerator_type:")]
     machine = _preflight.machine_key(key, device, accelerators)
     calibration = _preflight.load_cached(experiment / _preflight.PREFLIGHT_JSON, key)
+    in_experiment = calibration is not None
     if calibration is None:
         calibration = _preflight.load_cached(_preflight.machine_cache(), machine)
         if calibration is not None:
@@ -312,7 +313,8 @@ def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: Pre
             _preflight.save(_preflight.machine_cache(), machine, calibration)
         except OSError as exc:  # a read-only home: the experiment's copy below still serves a resume
             log.warning("Memory pre-flight: could not keep the calibration in %s (%s)", _preflight.machine_cache(), exc)
-    _preflight.save(experiment / _preflight.PREFLIGHT_JSON, key, calibration)
+    if not in_experiment:
+        _preflight.save(experiment / _preflight.PREFLIGHT_JSON, key, calibration)
     budget = search.preflight_memory_mb
     if budget is None and device == "cpu":  # the host's memory over the trials that run at once
         budget = calibration.total_mb / max(1, concurrent)
