@@ -17,7 +17,6 @@ from pathlib import Path
 
 import optuna
 import ray
-import torch
 import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
@@ -250,13 +249,11 @@ def _connect(address: str | None, experiment: Path) -> bool:
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     else:  # no dashboard unless asked (ray start --include-dashboard); see the README's cluster section
-        # Workers that import a trial's modules as they start (tune/_preload.py), on a machine of one GPU at most:
-        # that the preload leaves CUDA alone (so a worker's CUDA_VISIBLE_DEVICES, which Ray sets when it hands the
-        # worker a trial, still picks the trial's GPU) is checked on CPU only; with one GPU there is nothing to pick.
-        # torch.cuda.device_count() asks NVML, not CUDA, so the driver's CUDA stays untouched too.
-        preload = ["tune._preload"] if torch.cuda.device_count() <= 1 else []
+        # Every worker imports what a trial needs as it starts (tune/_preload.py), pre-started idle ones included, so a
+        # trial's actor starts with torch and the project imported (BENCHMARKS §8, target 5). The preload leaves CUDA
+        # alone, so the CUDA_VISIBLE_DEVICES Ray sets when it hands a worker a trial still picks the trial's GPU.
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1",
-                 _system_config=_ray.preload_system_config(preload))
+                 _system_config=_ray.preload_system_config(["tune._preload"]))
     log.info("Ray is up (%.1f s)", time.perf_counter() - started)
     return True
 
