@@ -34,6 +34,7 @@ VARIANTS = {
                                                     channels_last=True, compile=True, compile_mode="reduce-overhead"),
     "default path (CUDA-graphed eager steps)": dict(use_amp=True, data_on_device="on"),
     "default path, element-wise gates (--no-fused-gates)": dict(use_amp=True, data_on_device="on", fused_gates=False),
+    "default path + channels-last": dict(use_amp=True, data_on_device="on", channels_last=True),
     "default path + cuDNN autotune": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True),
     "default path + cuDNN autotune + channels-last": dict(use_amp=True, data_on_device="on", cudnn_benchmark=True,
                                                           channels_last=True),

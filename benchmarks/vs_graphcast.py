@@ -134,13 +134,15 @@ def run_graphcast(folder: Path, data: Path, args: argparse.Namespace, log_path: 
             "command": ["python", "train_convlstm.py", *flags, "--output-dir", "<tmp>"]}
 
 
-def run_ours(data, model_type: str, compile_: bool, args: argparse.Namespace, device: torch.device) -> dict:
+def run_ours(data, model_type: str, compile_: bool, args: argparse.Namespace, device: torch.device,
+             channels_last: bool | None = None) -> dict:
     fields = {**preset(model_type, asdict(ModelConfig())), "model_type": model_type,
               "hidden_channels": list(args.hidden_channels)}
     with tempfile.TemporaryDirectory() as out:
         # Graphcast's loss weighting and schedule, so the training does the same work.
         train = TrainConfig(output_dir=out, device=device.type, batch_size=4, num_epochs=args.epochs,
-                            checkpoint_every=0, high_precip_weight=3.0, lr_scheduler="plateau", compile=compile_)
+                            checkpoint_every=0, high_precip_weight=3.0, lr_scheduler="plateau", compile=compile_,
+                            **({} if channels_last is None else {"channels_last": channels_last}))
         config = Config(data=data.config, model=ModelConfig(**fields), train=train)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -149,6 +151,7 @@ def run_ours(data, model_type: str, compile_: bool, args: argparse.Namespace, de
     timed = history[1:] or history
     epoch_s = statistics.median(r.time_per_epoch_s for r in timed)
     name = f"ours, {model_type}, {'torch.compile' if compile_ else 'default path'}"
+    name += "" if channels_last is None else f", channels-last {'on' if channels_last else 'off'}"
     return {"variant": name, "train_samples": n, "samples_per_s": n / epoch_s,
             "train_only_samples_per_s": statistics.median(r.samples_per_s for r in timed),
             "time_per_epoch_s": epoch_s, "first_epoch_s": history[0].time_per_epoch_s,
@@ -175,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="/tmp/convlstm_reference_upstream.nc")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
     p.add_argument("--compile", action="store_true", help="also run ours through torch.compile")
+    p.add_argument("--layouts", action="store_true", help="run ours with --channels-last on and off, not the default")
     p.add_argument("--output", default="benchmarks/results/vs_graphcast.json")
     args = p.parse_args(argv)
     cmd = command("vs_graphcast", argv)
@@ -200,7 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: {e}")
     for model_type in ("stacked", "dual_stream"):
         for compile_ in (False, True) if args.compile else (False,):
-            rows.append(run_ours(data, model_type, compile_, args, device))
+            for channels_last in (False, True) if args.layouts else (None,):
+                rows.append(run_ours(data, model_type, compile_, args, device, channels_last))
     base = rows[0]["samples_per_s"]
     for r in rows:
         r["speedup_vs_graphcast"] = r["samples_per_s"] / base

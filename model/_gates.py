@@ -72,14 +72,41 @@ class _FusedGates(torch.autograd.Function):
 
 def _launch(kernel, gates: torch.Tensor, c: torch.Tensor, others: tuple[torch.Tensor, ...]) -> None:
     b, hidden, y, x = c.shape
-    n = c.numel()
     if gates.numel() >= 2**31:
         raise ValueError(f"fused gates: {tuple(gates.shape)} has 2**31 elements or more; use --no-fused-gates")
-    channels_last = c.dim() == 4 and c.stride(1) == 1 and hidden > 1
-    strides = [t.stride() for t in (gates, c, *others)]
-    kernel[(triton.cdiv(n, _BLOCK),)](
-        gates, c, *others, n, hidden, y, x, *[s for st in strides for s in st],
-        CHANNELS_LAST=channels_last, BLOCK=_BLOCK)
+    tensors = (gates, c, *others)
+    strides = [s for t in tensors for s in t.stride()]
+    rows = _rows_layout(tensors, prefer_channels_last=c.stride(1) == 1 and hidden > 1)
+    if rows is None:  # no dimension of unit stride in common: address every element by its four indices
+        _strided[kernel][(triton.cdiv(c.numel(), _BLOCK),)](
+            *tensors, c.numel(), hidden, y, x, *strides, CHANNELS_LAST=c.stride(1) == 1 and hidden > 1, BLOCK=_BLOCK)
+        return
+    # A 2-D tile: rows are (b, channel) with the pixels along a row (NCHW), or pixels with the channels along a row
+    # (channels-last); each row's indices are divided out once, not once per element, and a row is read contiguously.
+    n_rows, n_cols = (b * y * x, hidden) if rows == "pixels" else (b * hidden, y * x)
+    block_cols = min(1024, triton.next_power_of_2(n_cols))
+    block_rows = max(1, _BLOCK // block_cols)
+    gate_steps = [hidden * t.stride(1) for t in tensors if t.shape[1] == 4 * hidden]  # gate k at k * step
+    kernel[(triton.cdiv(n_rows, block_rows), triton.cdiv(n_cols, block_cols))](
+        *tensors, n_rows, n_cols, hidden, y, x, *strides, *gate_steps,
+        CHANNELS_LAST=rows == "pixels", BLOCK_R=block_rows, BLOCK_C=block_cols)
+
+
+def _rows_layout(tensors: tuple[torch.Tensor, ...], prefer_channels_last: bool) -> str | None:
+    """"pixels" when every tensor has its channels at unit stride (channels-last, or a channel slice of it),
+    "channels" when every tensor has its y, x plane dense (NCHW, or a channel slice of it), else None."""
+    def plane_dense(t: torch.Tensor) -> bool:
+        _, _, y, x = t.shape
+        return (t.stride(3) == 1 or x == 1) and (t.stride(2) == x or y == 1)
+
+    def channels_dense(t: torch.Tensor) -> bool:
+        return t.stride(1) == 1 or t.shape[1] == 1
+
+    order = (("pixels", channels_dense), ("channels", plane_dense))
+    for name, dense in order if prefer_channels_last else order[::-1]:
+        if all(dense(t) for t in tensors):
+            return name
+    return None
 
 
 if triton is not None:
@@ -121,7 +148,7 @@ if triton is not None:
         return libdevice.tanh(v)
 
     @triton.jit
-    def _forward_kernel(g_ptr, c_ptr, h_out, c_out, n, H, Y, X,
+    def _strided_forward(g_ptr, c_ptr, h_out, c_out, n, H, Y, X,
                         gs0, gs1, gs2, gs3, cs0, cs1, cs2, cs3, hs0, hs1, hs2, hs3, os0, os1, os2, os3,
                         CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
         # Positions in int32 (n < 2**31, checked in _launch): int64 division is many times slower on a GPU.
@@ -136,7 +163,7 @@ if triton is not None:
         tl.store(c_out + _at(bb, k, yy, xx, os0, os1, os2, os3), c_new.to(c_out.dtype.element_ty), mask=mask)
 
     @triton.jit
-    def _backward_kernel(g_ptr, c_ptr, dh_ptr, dc_ptr, dg_out, dc_out, n, H, Y, X,
+    def _strided_backward(g_ptr, c_ptr, dh_ptr, dc_ptr, dg_out, dc_out, n, H, Y, X,
                          gs0, gs1, gs2, gs3, cs0, cs1, cs2, cs3, hs0, hs1, hs2, hs3, ds0, ds1, ds2, ds3,
                          es0, es1, es2, es3, fs0, fs1, fs2, fs3,
                          CHANNELS_LAST: tl.constexpr, BLOCK: tl.constexpr):
@@ -161,3 +188,67 @@ if triton is not None:
         tl.store(dg_out + base + 2 * step, d_g.to(ty), mask=mask)
         tl.store(dg_out + base + 3 * step, d_o.to(ty), mask=mask)
         tl.store(dc_out + _at(bb, k, yy, xx, fs0, fs1, fs2, fs3), (dc_sum * f).to(dc_out.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _row_base(r, H, Y, X, s0, s1, s2, s3, CHANNELS_LAST: tl.constexpr):
+        """Offset of each row's first element, in int64: a tensor may be a slice of a larger buffer."""
+        if CHANNELS_LAST:  # rows are pixels (b, y, x)
+            xx = r % X
+            rest = r // X
+            return (rest // Y).to(tl.int64) * s0 + (rest % Y).to(tl.int64) * s2 + xx.to(tl.int64) * s3
+        return (r // H).to(tl.int64) * s0 + (r % H).to(tl.int64) * s1  # rows are (b, channel)
+
+    @triton.jit
+    def _tile(R, C, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        r = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
+        j = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+        return r, j[None, :], (r < R)[:, None] & (j < C)[None, :]
+
+    @triton.jit
+    def _load_tiled_gates(g_ptr, r, j, H, Y, X, gs0, gs1, gs2, gs3, step, mask, CHANNELS_LAST: tl.constexpr):
+        base = _row_base(r, H, Y, X, gs0, gs1, gs2, gs3, CHANNELS_LAST)[:, None] + j
+        i = tl.load(g_ptr + base, mask=mask).to(tl.float32)
+        f = tl.load(g_ptr + base + step, mask=mask).to(tl.float32)
+        g = tl.load(g_ptr + base + 2 * step, mask=mask).to(tl.float32)
+        o = tl.load(g_ptr + base + 3 * step, mask=mask).to(tl.float32)
+        return tl.sigmoid(i), tl.sigmoid(f), _tanh(g), tl.sigmoid(o)
+
+    @triton.jit
+    def _forward_kernel(g_ptr, c_ptr, h_out, c_out, R, C, H, Y, X,
+                        gs0, gs1, gs2, gs3, cs0, cs1, cs2, cs3, hs0, hs1, hs2, hs3, os0, os1, os2, os3,
+                        G_STEP, CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        r, j, mask = _tile(R, C, BLOCK_R, BLOCK_C)
+        i, f, g, o = _load_tiled_gates(g_ptr, r, j, H, Y, X, gs0, gs1, gs2, gs3, G_STEP, mask, CHANNELS_LAST)
+        c = tl.load(c_ptr + _row_base(r, H, Y, X, cs0, cs1, cs2, cs3, CHANNELS_LAST)[:, None] + j, mask=mask)
+        c_new = f * c.to(tl.float32) + i * g
+        h = o * _tanh(c_new)
+        tl.store(h_out + _row_base(r, H, Y, X, hs0, hs1, hs2, hs3, CHANNELS_LAST)[:, None] + j,
+                 h.to(h_out.dtype.element_ty), mask=mask)
+        tl.store(c_out + _row_base(r, H, Y, X, os0, os1, os2, os3, CHANNELS_LAST)[:, None] + j,
+                 c_new.to(c_out.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def _backward_kernel(g_ptr, c_ptr, dh_ptr, dc_ptr, dg_out, dc_out, R, C, H, Y, X,
+                         gs0, gs1, gs2, gs3, cs0, cs1, cs2, cs3, hs0, hs1, hs2, hs3, ds0, ds1, ds2, ds3,
+                         es0, es1, es2, es3, fs0, fs1, fs2, fs3, G_STEP, E_STEP,
+                         CHANNELS_LAST: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+        r, j, mask = _tile(R, C, BLOCK_R, BLOCK_C)
+        i, f, g, o = _load_tiled_gates(g_ptr, r, j, H, Y, X, gs0, gs1, gs2, gs3, G_STEP, mask, CHANNELS_LAST)
+        c = tl.load(c_ptr + _row_base(r, H, Y, X, cs0, cs1, cs2, cs3, CHANNELS_LAST)[:, None] + j,
+                    mask=mask).to(tl.float32)
+        dh = tl.load(dh_ptr + _row_base(r, H, Y, X, hs0, hs1, hs2, hs3, CHANNELS_LAST)[:, None] + j,
+                     mask=mask).to(tl.float32)
+        dc_new = tl.load(dc_ptr + _row_base(r, H, Y, X, ds0, ds1, ds2, ds3, CHANNELS_LAST)[:, None] + j,
+                         mask=mask).to(tl.float32)
+        tc = _tanh(f * c + i * g)
+        dc_sum = dc_new + dh * o * (1.0 - tc * tc)
+        base = _row_base(r, H, Y, X, es0, es1, es2, es3, CHANNELS_LAST)[:, None] + j
+        ty = dg_out.dtype.element_ty
+        tl.store(dg_out + base, (dc_sum * g * i * (1.0 - i)).to(ty), mask=mask)
+        tl.store(dg_out + base + E_STEP, (dc_sum * c * f * (1.0 - f)).to(ty), mask=mask)
+        tl.store(dg_out + base + 2 * E_STEP, (dc_sum * i * (1.0 - g * g)).to(ty), mask=mask)
+        tl.store(dg_out + base + 3 * E_STEP, (dh * tc * o * (1.0 - o)).to(ty), mask=mask)
+        tl.store(dc_out + _row_base(r, H, Y, X, fs0, fs1, fs2, fs3, CHANNELS_LAST)[:, None] + j,
+                 (dc_sum * f).to(dc_out.dtype.element_ty), mask=mask)
+
+    _strided = {_forward_kernel: _strided_forward, _backward_kernel: _strided_backward}

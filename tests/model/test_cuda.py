@@ -115,26 +115,43 @@ def test_the_partial_last_batch_replays_the_full_batchs_graph(data, tmp_path, ba
     assert len(trainer._eval_graphs.graphs) == 1
 
 
+def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """`t` in one of the layouts the kernels meet: dense, or a channel slice of a larger tensor, either format; or
+    one with no unit stride in common with the others (every other x), which takes the strided kernels."""
+    fmt = torch.channels_last if layout.startswith("channels-last") else torch.contiguous_format
+    if layout.endswith("slice"):
+        wider = torch.cat([torch.randn_like(t[:, :3]), t, torch.randn_like(t[:, :2])], dim=1)
+        return wider.contiguous(memory_format=fmt)[:, 3:3 + t.shape[1]]
+    if layout == "strided":
+        return torch.stack([t, torch.randn_like(t)], dim=-1).flatten(-2)[..., ::2]
+    return t.contiguous(memory_format=fmt)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_fused_gate_kernels_match_the_element_wise_ops(dtype, channels_last):
+@pytest.mark.parametrize("layout", ["nchw", "channels-last", "nchw slice", "channels-last slice", "strided"])
+def test_fused_gate_kernels_match_the_element_wise_ops(dtype, layout):
     """model/_gates.py's Triton kernels against PyTorch's ops: h, c' and the gradients of the gates and old state,
-    with gradients flowing into h only, into c' only, and into both."""
+    with gradients flowing into h only, into c' only, into both, and into h through a concatenation (so that the
+    gradient reaching the kernel is a channel slice of a larger tensor, as a ConvLSTM's next step hands it)."""
     from model._gates import fused_available, lstm_gates
 
     if not fused_available():
         pytest.skip("Triton is not installed")
     torch.manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    gates = (3 * torch.randn(3, 4 * 5, 7, 9, device="cuda")).to(dtype).contiguous(memory_format=fmt)
-    c = torch.randn(3, 5, 7, 9, device="cuda").contiguous(memory_format=fmt)
-    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
-    for into in ("h", "c", "both"):
+    gates = _laid_out((3 * torch.randn(3, 4 * 5, 7, 9, device="cuda")).to(dtype), layout)
+    c = _laid_out(torch.randn(3, 5, 7, 9, device="cuda"), layout)
+    weight = _laid_out(torch.randn(3, 7, 7, 9, device="cuda"), layout.removesuffix(" slice"))
+    # bf16: the element-wise ops round every intermediate to bf16, the kernels compute in fp32 and round once
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=4e-2)
+    for into in ("h", "c", "both", "cat"):
         results = []
         for fused in (True, False):
             g, c0 = gates.detach().requires_grad_(), c.detach().requires_grad_()
             h, c1 = lstm_gates(g, c0, fused=fused)
-            loss = (h.float() * 1.3).sum() * (into != "c") + (c1.float() ** 2).sum() * (into != "h")
+            if into == "cat":
+                loss = (torch.cat([torch.zeros_like(h[:, :2]), h], dim=1).float() * weight).sum()
+            else:
+                loss = (h.float() * 1.3).sum() * (into != "c") + (c1.float() ** 2).sum() * (into != "h")
             loss.backward()
             results.append((h.float(), c1.float(), g.grad.float(), c0.grad.float()))
         for got, want in zip(*results):
