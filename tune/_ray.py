@@ -36,14 +36,6 @@ def study(searcher: Any) -> optuna.Study:
     return searcher._ot_study
 
 
-# ---- ray.init ------------------------------------------------------------------------------------------------------
-def preload_system_config(modules: list[str]) -> dict:
-    """ray.init's _system_config under which every worker imports `modules` as it starts, pre-started idle workers
-    included (Ray's preload_python_modules; a runtime_env hook would cost that reuse: with one, each actor got a
-    new process)."""
-    return {"preload_python_modules": list(modules)}
-
-
 # ---- ray.tune.schedulers.ASHAScheduler ----------------------------------------------------------------------------
 def forget_trial(asha: Any, trial_id: str) -> None:
     """Take a trial out of ASHA's rungs (its recorded results), as if it had never reported."""

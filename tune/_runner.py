@@ -249,11 +249,7 @@ def _connect(address: str | None, experiment: Path) -> bool:
     if address:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     else:  # no dashboard unless asked (ray start --include-dashboard); see the README's cluster section
-        # Every worker imports what a trial needs as it starts (tune/_preload.py), pre-started idle ones included, so a
-        # trial's actor starts with torch and the project imported (BENCHMARKS §8, target 5). The preload leaves CUDA
-        # alone, so the CUDA_VISIBLE_DEVICES Ray sets when it hands a worker a trial still picks the trial's GPU.
-        ray.init(include_dashboard=False, dashboard_host="127.0.0.1",
-                 _system_config=_ray.preload_system_config(["tune._preload"]))
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
     log.info("Ray is up (%.1f s)", time.perf_counter() - started)
     return True
 
