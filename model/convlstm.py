@@ -248,7 +248,10 @@ def _groups(channels: int) -> int:
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    """Channels-last when the channels sit at unit stride: a frame x[:, t] of channels-last frames is, though not
+    dense (its batch stride spans every time step), so the states made like it are channels-last too. A 1x1 tensor
+    (a 1x1 kernel, a 1x1 grid) is either; it counts as the default."""
+    channels_last = x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and x.shape[2] * x.shape[3] > 1
     return torch.channels_last if channels_last else torch.contiguous_format
 
 

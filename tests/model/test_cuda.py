@@ -159,6 +159,23 @@ def test_fused_gate_kernels_match_the_element_wise_ops(dtype, layout):
 
 
 @pytest.mark.parametrize("model_type", ["stacked", "dual_stream"])
+def test_channels_last_training_follows_the_default_layout(data, tmp_path, model_type):
+    """--channels-last (frames, states, weights and the gate kernels' channels-last tiles) against the default
+    layout: the same loss curves in fp32, graphed and fused as by default."""
+    from model._presets import preset
+
+    model = ModelConfig(**{**preset(model_type), "hidden_channels": [8, 16], "dropout_rate": 0.0})
+
+    def run(channels_last: bool) -> list:
+        train = TrainConfig(output_dir=str(tmp_path / str(channels_last)), num_epochs=3, num_workers=0, batch_size=6,
+                            seed=1, learning_rate=1e-3, use_amp=False, device="cuda", channels_last=channels_last,
+                            checkpoint_every=0)
+        return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
+
+    np.testing.assert_allclose(run(True), run(False), rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", ["stacked", "dual_stream"])
 def test_training_with_fused_gates_follows_the_element_wise_ops(data, tmp_path, model_type):
     """--no-fused-gates against the default: the same loss curves (fp32, so only summation order differs)."""
     from model._presets import preset

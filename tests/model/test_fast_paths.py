@@ -41,6 +41,20 @@ def test_channels_last_model_gives_the_same_forecast(data):
     torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)
 
 
+def test_a_channels_last_model_keeps_its_states_channels_last():
+    """Its frames are channels-last slices of one buffer (not dense on their own); states made like them must be
+    channels-last too, or every step's gate kernel mixes layouts and the convolutions transpose (BENCHMARKS §8)."""
+    from model.convlstm import _channels_last_frames
+
+    model = ConvLSTMForecaster(ModelConfig(hidden_channels=[6, 5]), 16, 1).to(memory_format=torch.channels_last)
+    frame = _channels_last_frames(torch.randn(2, 3, 16, 7, 9))[:, 0]
+    for h, c in model.downstream.init_state(frame):
+        assert h.stride(1) == c.stride(1) == 1
+    plain = ConvLSTMForecaster(ModelConfig(hidden_channels=[6, 5]), 16, 1)
+    for h, c in plain.downstream.init_state(torch.randn(2, 3, 16, 7, 9)[:, 0]):
+        assert h.is_contiguous() and c.is_contiguous()
+
+
 @pytest.mark.slow  # ~100 s on 2 CPU cores (inductor compiles the model): python -m pytest -m slow
 def test_compiled_training_matches_eager_training(data, tmp_path):
     def run(compile_model: bool) -> list:
