@@ -9,7 +9,9 @@ saves those two tensors only, fewer than the element-wise ops save.
 
 Same maths in both paths; the kernels compute in fp32 whatever the storage dtype: h is stored in autocast's dtype
 (bf16: the next convolution reads it in bf16 anyway), else in the gates', and c' in the old state's (fp32, where the
-sum over time accumulates). Any memory layout (channels-last included) works: tensors are addressed by their strides.
+sum over time accumulates). Any memory layout works: NCHW and channels-last tensors (and channel slices of them, which
+is how a gradient arrives through the next step's concatenation) take 2-D tiles that read each row contiguously; any
+other layout takes a kernel that addresses every element by its four indices and strides.
 Under torch.compile the element-wise path is used, since inductor fuses it itself.
 """
 
@@ -76,10 +78,11 @@ def _launch(kernel, gates: torch.Tensor, c: torch.Tensor, others: tuple[torch.Te
         raise ValueError(f"fused gates: {tuple(gates.shape)} has 2**31 elements or more; use --no-fused-gates")
     tensors = (gates, c, *others)
     strides = [s for t in tensors for s in t.stride()]
-    rows = _rows_layout(tensors, prefer_channels_last=c.stride(1) == 1 and hidden > 1)
+    channels_last = c.stride(1) == 1 and hidden > 1
+    rows = _rows_layout(tensors, prefer_channels_last=channels_last)
     if rows is None:  # no dimension of unit stride in common: address every element by its four indices
         _strided[kernel][(triton.cdiv(c.numel(), _BLOCK),)](
-            *tensors, c.numel(), hidden, y, x, *strides, CHANNELS_LAST=c.stride(1) == 1 and hidden > 1, BLOCK=_BLOCK)
+            *tensors, c.numel(), hidden, y, x, *strides, CHANNELS_LAST=channels_last, BLOCK=_BLOCK)
         return
     # A 2-D tile: rows are (b, channel) with the pixels along a row (NCHW), or pixels with the channels along a row
     # (channels-last); each row's indices are divided out once, not once per element, and a row is read contiguously.

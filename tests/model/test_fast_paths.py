@@ -46,12 +46,11 @@ def test_a_channels_last_model_keeps_its_states_channels_last():
     channels-last too, or every step's gate kernel mixes layouts and the convolutions transpose (BENCHMARKS §8)."""
     from model.convlstm import _channels_last_frames
 
-    model = ConvLSTMForecaster(ModelConfig(hidden_channels=[6, 5]), 16, 1).to(memory_format=torch.channels_last)
-    frame = _channels_last_frames(torch.randn(2, 3, 16, 7, 9))[:, 0]
-    for h, c in model.downstream.init_state(frame):
+    levels = ConvLSTMForecaster(ModelConfig(hidden_channels=[6, 5]), 16, 1).downstream
+    frames = torch.randn(2, 3, 16, 7, 9)
+    for h, c in levels.init_state(_channels_last_frames(frames)[:, 0]):
         assert h.stride(1) == c.stride(1) == 1
-    plain = ConvLSTMForecaster(ModelConfig(hidden_channels=[6, 5]), 16, 1)
-    for h, c in plain.downstream.init_state(torch.randn(2, 3, 16, 7, 9)[:, 0]):
+    for h, c in levels.init_state(frames[:, 0]):
         assert h.is_contiguous() and c.is_contiguous()
 
 
