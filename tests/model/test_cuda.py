@@ -158,26 +158,26 @@ def test_fused_gate_kernels_match_the_element_wise_ops(dtype, layout):
             torch.testing.assert_close(got, want, **tol)
 
 
-@pytest.mark.parametrize("model_type", ["stacked", "dual_stream"])
-def test_channels_last_training_follows_the_default_layout(data, tmp_path, model_type):
-    """--channels-last (frames, states, weights and the gate kernels' channels-last tiles) against the default
-    layout: the same loss curves in fp32, graphed and fused as by default. cuDNN runs other kernels for each layout,
-    and by default lets fp32 convolutions use TF32 (curves 1e-4 to 9e-4 apart, measured): off here, so that only
-    the kernels' summation order differs."""
+def _loss_curves(data, out, model_type: str, **train) -> list:
+    """(train, val) loss per epoch of a small fp32 CUDA run of `model_type` (the default graphed, fused path)."""
     from model._presets import preset
 
     model = ModelConfig(**{**preset(model_type), "hidden_channels": [8, 16], "dropout_rate": 0.0})
+    config = TrainConfig(output_dir=str(out), num_epochs=3, num_workers=0, batch_size=6, seed=1, learning_rate=1e-3,
+                         use_amp=False, device="cuda", checkpoint_every=0, **train)
+    return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=config), data)]
 
-    def run(channels_last: bool) -> list:
-        train = TrainConfig(output_dir=str(tmp_path / str(channels_last)), num_epochs=3, num_workers=0, batch_size=6,
-                            seed=1, learning_rate=1e-3, use_amp=False, device="cuda", channels_last=channels_last,
-                            checkpoint_every=0)
-        return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
 
+@pytest.mark.parametrize("model_type", ["stacked", "dual_stream"])
+def test_channels_last_training_follows_the_default_layout(data, tmp_path, model_type):
+    """--channels-last (frames, states, weights and the gate kernels' channels-last tiles) against the default
+    layout: the same loss curves. cuDNN runs other kernels for each layout, and by default lets fp32 convolutions
+    use TF32 (curves 1e-4 to 9e-4 apart, measured): off here, so that only the kernels' summation order differs."""
     tf32 = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
-        np.testing.assert_allclose(run(True), run(False), rtol=5e-4)
+        np.testing.assert_allclose(_loss_curves(data, tmp_path / "cl", model_type, channels_last=True),
+                                   _loss_curves(data, tmp_path / "nchw", model_type, channels_last=False), rtol=5e-4)
     finally:
         torch.backends.cudnn.allow_tf32 = tf32
 
@@ -185,14 +185,5 @@ def test_channels_last_training_follows_the_default_layout(data, tmp_path, model
 @pytest.mark.parametrize("model_type", ["stacked", "dual_stream"])
 def test_training_with_fused_gates_follows_the_element_wise_ops(data, tmp_path, model_type):
     """--no-fused-gates against the default: the same loss curves (fp32, so only summation order differs)."""
-    from model._presets import preset
-
-    model = ModelConfig(**{**preset(model_type), "hidden_channels": [8, 16], "dropout_rate": 0.0})
-
-    def run(fused: bool) -> list:
-        train = TrainConfig(output_dir=str(tmp_path / str(fused)), num_epochs=3, num_workers=0, batch_size=6,
-                            seed=1, learning_rate=1e-3, use_amp=False, device="cuda", fused_gates=fused,
-                            checkpoint_every=0)
-        return [(r.train_loss, r.val_loss) for r in fit(Config(data=data.config, model=model, train=train), data)]
-
-    np.testing.assert_allclose(run(True), run(False), rtol=1e-4)
+    np.testing.assert_allclose(_loss_curves(data, tmp_path / "fused", model_type, fused_gates=True),
+                               _loss_curves(data, tmp_path / "ops", model_type, fused_gates=False), rtol=1e-4)
