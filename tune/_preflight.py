@@ -41,7 +41,7 @@ log = logging.getLogger("convlstm")
 
 PREFLIGHT_JSON = "preflight.json"
 DECISIONS_JSONL = "preflight.jsonl"
-SHARES = (0.125, 0.25, 0.5, 1.0)  # the menu of --gpus-per-trial auto
+SHARES = (0.125, 0.25, 0.5, 1.0)  # the menu of --gpus-per-trial auto and fit
 PROBE_MB = 256  # counted activations of the larger probe
 MB = 2**20
 
@@ -224,7 +224,7 @@ class Preflight:
     shape: DataShape
     calibration: Calibration
     margin: float = 1.1
-    share: float | str = 1.0  # the fixed --gpus-per-trial, or "auto" (SHARES); 0: CPU trials
+    share: float | str = 1.0  # every trial's --gpus-per-trial (fit: as chosen), or "auto" (SHARES); 0: CPU trials
     budget_mb: float | None = None  # --preflight-memory-mb: a trial's budget, instead of its share's
 
     _predicted: dict = field(default_factory=dict, repr=False)  # the searcher and the resources function both ask
@@ -250,6 +250,21 @@ class Preflight:
         else:
             share = float(self.share)
         return Verdict(predicted_mb=need, available_mb=self.budget(share), share=share)
+
+    def fitting_share(self, candidates: list[dict], least: float = 0.0) -> tuple[float, float]:
+        """(share, MB with the margin): one GPU share for every trial of a search (--gpus-per-trial fit), the
+        smallest of SHARES, at least `least`, that the largest prediction among `candidates` (the space's extremes,
+        the baselines) fits; 1 when none does (the check of each trial then skips what cannot fit). A candidate
+        that is not a valid config is no trial's: left out."""
+        needs = []
+        for params in candidates:
+            try:
+                needs.append(self.margin * self.predicted_mb(params))
+            except ConfigError:
+                continue
+        need = max(needs, default=float("inf"))
+        share = next((s for s in SHARES if s >= least - 1e-9 and need <= self.budget(s)), SHARES[-1])
+        return share, need
 
 
 def record(experiment: Path, trial_id: str, number: int, params: dict, verdict: Verdict) -> None:

@@ -31,7 +31,7 @@ from tune._searcher import OutcomeAwareOptunaSearch, close_running_trials
 from tune._table import format_table, load_trials
 from tune.config import SearchConfig
 from tune.outcome import INFEASIBLE
-from tune.space import FIELDS, define_by_run
+from tune.space import FIELDS, define_by_run, extremes
 from tune.trainable import train_trial
 
 log = logging.getLogger("convlstm")
@@ -46,12 +46,15 @@ def run_search(
     gpus = _gpus_per_trial(search, base["train"]["device"])
     if not resuming:  # only now: a search refused above leaves no experiment that a rerun would resume
         ex.Experiment(experiment).write_search(base, space, asdict(search))
-    smallest = _preflight.SHARES[0] if gpus == "auto" else gpus
+    smallest = _preflight.SHARES[0] if gpus in ("auto", "fit") else gpus
     concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, smallest)
-    log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus,
-             concurrent)
     wanted = search.preflight if search.preflight is not None else bool(gpus) or search.preflight_memory_mb is not None
     preflight = _preflight_for(search, experiment, base, data, gpus, concurrent) if wanted else None
+    if gpus == "fit":
+        gpus = _fitting_share(search, space, baselines or {}, preflight)
+        concurrent = search.max_concurrent_trials or _trials_that_fit(search.cpus_per_trial, gpus)
+    log.info("Each trial asks Ray for %s CPU and %s GPU; up to %d trials at once", search.cpus_per_trial, gpus,
+             concurrent)
     if gpus == "auto":
         resources = functools.partial(_auto_resources, cpus=search.cpus_per_trial, preflight=preflight)
     else:
@@ -142,6 +145,7 @@ def _new_tuner(search, experiment, trainable, space, storage, study_name, base, 
         ),
         storage=storage,
         study_name=study_name,
+        base=base,
         preflight=preflight,
         experiment=experiment,
     )
@@ -255,18 +259,23 @@ def _connect(address: str | None, experiment: Path) -> bool:
 
 
 def _gpus_per_trial(search: SearchConfig, device: str) -> float | str:
-    """The GPU share of every trial, or "auto" (a share per config from the memory pre-flight)."""
+    """The GPU share of every trial, "fit" (one share for all, from the memory pre-flight of the space's extremes)
+    or "auto" (a share per config from it)."""
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     if device == "cpu":
         return 0.0
-    if search.gpus_per_trial == "auto":
+    if search.gpus_per_trial in ("auto", "fit"):
         if cluster_gpus == 0:
-            raise ConfigError("--gpus-per-trial auto: this Ray cluster has no GPUs; leave it out to train on CPUs")
+            raise ConfigError(f"--gpus-per-trial {search.gpus_per_trial}: this Ray cluster has no GPUs; leave it "
+                              "out to train on CPUs")
         if search.preflight is False:
-            raise ConfigError("--gpus-per-trial auto needs the memory pre-flight; drop --no-preflight")
-        return "auto"
+            raise ConfigError(f"--gpus-per-trial {search.gpus_per_trial} needs the memory pre-flight; drop "
+                              "--no-preflight")
+        return search.gpus_per_trial
     if search.gpus_per_trial is None:
-        return 1.0 if cluster_gpus >= 1 else 0.0
+        if cluster_gpus < 1:
+            return 0.0
+        return 1.0 if search.preflight is False else "fit"
     if float(search.gpus_per_trial) > 0:
         node_max = max((n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")), default=0)
         if float(search.gpus_per_trial) > node_max:
@@ -277,6 +286,26 @@ def _gpus_per_trial(search: SearchConfig, device: str) -> float | str:
     if device == "cuda" and cluster_gpus == 0:
         raise ConfigError("--device cuda: this Ray cluster has no GPUs; use --device auto or cpu")
     return float(search.gpus_per_trial)
+
+
+def _fitting_share(search: SearchConfig, space: dict, baselines: dict[str, dict],
+                   preflight: _preflight.Preflight) -> float:
+    """--gpus-per-trial fit: one share for every trial, so that each can run in a finished trial's actor (shares
+    per config cannot reuse each other's): the smallest of the menu that the space's largest config fits, and no
+    smaller than the cluster's CPUs can fill with trials."""
+    candidates = extremes(space)
+    if candidates is None:
+        log.info("--gpus-per-trial fit: the space has too many extremes to predict; 1 GPU per trial")
+        preflight.share = 1.0
+        return 1.0
+    candidates += [{BASELINE_KEY: {"name": name, "config": config}} for name, config in baselines.items()]
+    total = ray.cluster_resources()
+    at_once = search.max_concurrent_trials or int(total.get("CPU", 1) // search.cpus_per_trial)
+    share, need = preflight.fitting_share(candidates, least=total.get("GPU", 0) / max(1, at_once))
+    preflight.share = share
+    log.info("--gpus-per-trial fit: %g GPU per trial (the space's largest config: %.0f MB with the margin, of "
+             "%.0f MB)", share, need, preflight.budget(share))
+    return share
 
 
 def _auto_resources(config: dict, cpus: float, preflight: _preflight.Preflight) -> dict:
@@ -303,7 +332,7 @@ def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: Pre
     if calibration is None:
         started = time.perf_counter()
         if device == "cuda":  # on a node with a GPU, in a share of its own, as a trial would be
-            share = _preflight.SHARES[0] if gpus == "auto" else min(float(gpus), 1.0)
+            share = _preflight.SHARES[0] if gpus in ("auto", "fit") else min(float(gpus), 1.0)
             task = ray.remote(num_cpus=search.cpus_per_trial, num_gpus=share)(_preflight.calibrate)
             calibration = ray.get(task.remote(configs, shape, device, data))
         else:
@@ -319,7 +348,8 @@ def _preflight_for(search: SearchConfig, experiment: Path, base: dict, data: Pre
     if budget is None and device == "cpu":  # the host's memory over the trials that run at once
         budget = calibration.total_mb / max(1, concurrent)
     return _preflight.Preflight(base=base, shape=shape, calibration=calibration, margin=search.preflight_margin,
-                                share="auto" if gpus == "auto" else float(gpus), budget_mb=budget)
+                                share=gpus if gpus == "auto" else 1.0 if gpus == "fit" else float(gpus),
+                                budget_mb=budget)  # fit: _fitting_share sets it
 
 
 def _write_results(experiment: Path, base: dict, interrupted: bool) -> int:

@@ -21,7 +21,9 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from data_io import ConfigError
 from tune import _preflight, _ray
+from tune import experiment as ex
 from tune.outcome import Outcome
 
 log = logging.getLogger(__name__)
@@ -31,36 +33,58 @@ class OutcomeAwareOptunaSearch(OptunaSearch):
     """With a list of metrics (a multi-objective study) Optuna gets each trial's final values only: it cannot take
     intermediate values (nor prune) in a multi-objective study.
 
-    With a memory pre-flight (tune/_preflight.py), a suggested config predicted not to fit its budget is told to
-    Optuna as infeasible (PRUNED with a violated constraint, user attr status "skipped") without launching, and
-    Optuna is asked again for the same Tune trial, up to MAX_SKIPS times in a row.
+    A suggested config that is not a valid config (e.g. a U-Net with one level, where the space searches the model
+    type and the layer count apart) is told to Optuna as infeasible (user attr status "invalid", with the reason)
+    without launching. With a memory pre-flight (tune/_preflight.py), one predicted not to fit its budget is told
+    the same way (status "skipped"). Either way Optuna is asked again for the same Tune trial, up to MAX_SKIPS
+    times in a row.
     """
 
     MAX_SKIPS = 50
 
-    def __init__(self, *args, preflight=None, experiment: Path | None = None, **kwargs) -> None:
+    def __init__(self, *args, base: dict | None = None, preflight=None, experiment: Path | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.preflight, self.experiment = preflight, experiment
+        self.base, self.preflight, self.experiment = base, preflight, experiment
 
     def suggest(self, trial_id: str) -> dict | None:
         for _ in range(self.MAX_SKIPS):
             params = super().suggest(trial_id)
-            if params is None or self.preflight is None:
+            if params is None:
                 return params
-            verdict = self.preflight.check(params)
+            problem = self._invalid(params)
+            if problem is None and self.preflight is None:
+                return params
             ot_trial = _ray.optuna_trial(self, trial_id)
-            _preflight.record(self.experiment, trial_id, ot_trial.number, params, verdict)
-            if verdict.fits:
-                return params
-            ot_trial.set_user_attr("status", Outcome.SKIPPED.value)
-            ot_trial.set_user_attr("predicted_mb", round(verdict.predicted_mb, 1))
-            ot_trial.set_user_attr("available_mb", round(verdict.available_mb, 1))
+            if problem is not None:
+                log.info("Not launched (Optuna trial %d), not a valid config: %s: %s", ot_trial.number, params,
+                         problem)
+                ot_trial.set_user_attr("status", "invalid")
+                ot_trial.set_user_attr("reason", problem)
+            else:
+                verdict = self.preflight.check(params)
+                _preflight.record(self.experiment, trial_id, ot_trial.number, params, verdict)
+                if verdict.fits:
+                    return params
+                ot_trial.set_user_attr("status", Outcome.SKIPPED.value)
+                ot_trial.set_user_attr("predicted_mb", round(verdict.predicted_mb, 1))
+                ot_trial.set_user_attr("available_mb", round(verdict.available_mb, 1))
             ot_trial.set_constraint("fits_and_converges", 1.0)
             _ray.study(self).tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
             _ray.forget_asked(self, trial_id)
-        log.error("The memory pre-flight skipped %d configs in a row: the space's configs do not fit; lower "
-                  "batch_size / hidden_channels in --space, or give more memory (--gpus-per-trial)", self.MAX_SKIPS)
+        log.error("%d configs in a row were not valid or predicted not to fit: narrow --space (the log above says "
+                  "why each was left out), or give more memory (--gpus-per-trial)", self.MAX_SKIPS)
         return Searcher.FINISHED
+
+    def _invalid(self, params: dict) -> str | None:
+        """Why these params make no valid config, or None."""
+        if self.base is None:
+            return None
+        try:
+            ex.trial_config(self.base, params)
+        except ConfigError as exc:
+            return str(exc)
+        return None
 
     @property
     def multi(self) -> bool:

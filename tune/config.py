@@ -29,8 +29,10 @@ class SearchConfig:
     gpus_per_trial: str | None = field(
         default=None,
         metadata={
-            "help": "GPUs per trial; a fraction packs trials on one GPU; auto: per trial the smallest of 1/8, 1/4, "
-                    "1/2, 1 that its predicted memory fits (default: 1 when the cluster has GPUs, else 0)"
+            "help": "GPUs per trial; a fraction packs trials on one GPU; fit: one share for all trials, the "
+                    "smallest of 1/8, 1/4, 1/2, 1 that the space's largest config fits by the memory pre-flight; "
+                    "auto: per trial the smallest that its own config fits (default: fit when the cluster has "
+                    "GPUs, 1 with --no-preflight, else 0)"
         },
     )
     preflight: bool | None = field(

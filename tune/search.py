@@ -112,13 +112,13 @@ def _validate(search: SearchConfig) -> None:
         _baseline.requested(search.baseline, demo=False)  # the names, before the demo data is written
     if search.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial must be positive, but got {search.cpus_per_trial}")
-    if search.gpus_per_trial is not None and search.gpus_per_trial != "auto":
+    if search.gpus_per_trial not in (None, "auto", "fit"):
         try:
             ok = float(search.gpus_per_trial) >= 0
         except ValueError:
             ok = False
         if not ok:
-            raise ConfigError(f"--gpus-per-trial must be a number of 0 or more, or auto, but got "
+            raise ConfigError(f"--gpus-per-trial must be a number of 0 or more, auto or fit, but got "
                               f"{search.gpus_per_trial}")
     if not search.preflight_margin > 0:
         raise ConfigError(f"--preflight-margin must be positive (1.1 = 10% headroom), but got "

@@ -15,7 +15,9 @@ Values are checked against the field's type and the config's own checks before a
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -261,6 +263,29 @@ def _suggest(trial, key: str, value: dict[str, Any]) -> Any:
     if isinstance(lo, int) and _unwrap(FIELDS[key][1])[0] is int:
         return trial.suggest_int(key, lo, hi, log=log)
     return trial.suggest_float(key, lo, hi, log=log)
+
+
+def extremes(spec: dict[str, Any], most: int = 256) -> list[dict[str, Any]] | None:
+    """Params at the space's extremes, among which its config of largest memory is (memory grows or shrinks with
+    each numeric field, one way or the other): each range's and numeric choice list's two ends, every other choice,
+    and hidden_channels at its most layers of its widest width. A `when` key is taken as always searched, which
+    can only overstate. None when there are more than `most` combinations."""
+    axes: list[list[dict[str, Any]]] = []  # each key's candidate params; the extremes are their product
+    for key, value in spec.items():
+        if "layers" in value:  # one point: the deepest stack of the widest layers
+            n, width = value["layers"][1], max(value["widths"])
+            axes.append([{LAYERS_PARAM: n, **{WIDTH_PARAM.format(i): width for i in range(n)}}])
+            continue
+        if "values" in value:
+            values = value["values"]
+            numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            ends = [min(values), max(values)] if numeric else values
+        else:
+            ends = [value["low"], value["high"]]
+        axes.append([{key: json.loads(v)} for v in dict.fromkeys(json.dumps(v) for v in ends)])
+    if math.prod(len(axis) for axis in axes) > most:
+        return None
+    return [{k: v for part in combo for k, v in part.items()} for combo in itertools.product(*axes)]
 
 
 def params_to_overrides(params: dict[str, Any]) -> dict[str, Any]:

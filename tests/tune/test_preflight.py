@@ -10,7 +10,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from data_io import DataConfig, prepare
+from data_io import ConfigError, DataConfig, prepare
 from model.build import model_from_config
 from model.config import Config
 from model.memory import DataShape, footprint, host_probe
@@ -137,6 +137,43 @@ def test_auto_share_is_the_smallest_of_the_menu_the_prediction_fits():
     margin = Preflight(base=base, shape=shape, calibration=calibration, margin=2.0, share=0.25)
     once = fixed.check({"batch_size": 64}).predicted_mb
     assert margin.check({"batch_size": 64}).predicted_mb == pytest.approx(2 * once)
+
+
+
+def test_fit_share_is_one_share_the_spaces_largest_config_fits(tmp_path):
+    """--gpus-per-trial fit: the space's extremes bound every config a search can sample, and the share chosen is
+    the smallest of the menu (and at least `least`) that their largest prediction fits."""
+    import optuna
+
+    from tune.space import define_by_run, extremes, load_space
+
+    path = write_space(tmp_path / "space.yaml", {
+        "hidden_channels": {"layers": [1, 2], "widths": [4, 16, 8]}, "batch_size": [8, 2, 4],
+        "model_type": ["stacked", "dual_stream"], "window_size": {"low": 2, "high": 6},
+        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+    space = load_space(str(path))
+    base = {"train": {}, "model": {}, "data": {}}
+    line = Preflight(base=base, shape=REFERENCE_LIKE, margin=1.2,
+                     calibration=Calibration(device="cuda:test", total_mb=1e9, intercept_mb=100, ratio=1.0))
+    corners = extremes(space)
+    _, need = line.fitting_share(corners)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(40):
+        trial = study.ask()
+        define_by_run(trial, space, base)
+        try:
+            sampled = line.margin * line.predicted_mb(trial.params)
+        except ConfigError:  # e.g. dual_stream with one level: the searcher never launches it
+            sampled = 0.0
+        assert sampled <= need + 1e-6, trial.params
+        study.tell(trial, 0.0)
+    assert any(line.margin * line.predicted_mb(p) == need for p in corners)
+
+    for total, least, share in ((3 * need, 0.0, 0.5), (9 * need, 0.0, 0.125), (9 * need, 0.25, 0.25),
+                                (0.5 * need, 0.0, 1.0)):
+        line.calibration.total_mb, line._predicted = total, {}
+        assert line.fitting_share(corners, least=least) == (share, pytest.approx(need)), (total, least)
+    assert line.fitting_share([{"batch_size": 0}, *corners])[1] == pytest.approx(need)  # not a config: left out
 
 
 BUDGET_MB = 60

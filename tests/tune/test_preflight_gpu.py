@@ -97,3 +97,17 @@ print(sum(isinstance(o, tr.Trainer) for o in gc.get_objects()), torch.cuda.memor
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     trainers, allocated = map(int, out.stdout.split()[-2:])
     assert (trainers, allocated) == (0, 0), out.stdout
+
+
+def test_by_default_every_trial_gets_the_one_share_the_spaces_largest_config_fits(ray_session, demo_nc, tmp_path):
+    """--gpus-per-trial left out on a GPU cluster is fit: the demo space's largest config fits 1/8 of a card, but
+    the session's Ray has 2 CPUs, so no more than 2 trials run at once and the share is 1/2."""
+    from tests.tune.conftest import search_in_process, trials_csv
+    from tune._preflight import decisions
+
+    code, out = search_in_process(["--data", demo_nc, "--num-samples", 4, "--max-epochs", 1, "--grace-epochs", 1,
+                                   "--device", "auto", "--storage-path", tmp_path, "--name", "fit"])
+    assert code == 0, out
+    assert {d["share"] for d in decisions(tmp_path / "fit")} == {0.5}
+    table = trials_csv(tmp_path / "fit")
+    assert len(table) == 4 and set(table["status"]) == {"ok"} and set(table["device"]) == {"cuda"}

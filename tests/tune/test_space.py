@@ -12,7 +12,7 @@ from data_io import ConfigError
 from model.config import SECTIONS, Config
 from tests.conftest import ROOT
 from tune.experiment import trial_config
-from tune.space import FIELDS, NOT_SEARCHABLE, define_by_run, load_space, params_to_overrides
+from tune.space import FIELDS, NOT_SEARCHABLE, define_by_run, extremes, load_space, params_to_overrides
 
 ISSUE_EXAMPLE = ROOT / "examples" / "space.yaml"
 BASE = Config().to_dict()
@@ -118,3 +118,16 @@ def test_bad_value_names_the_key_and_what_is_allowed(tmp_path, text, phrase):
 
 def test_key_given_as_a_flag_is_left_out(tmp_path):
     assert "batch_size" not in _space(tmp_path, "batch_size: [4]\n", fixed=frozenset({"batch_size"}))
+
+
+def test_extremes_are_the_ends_of_each_numeric_key_every_other_choice_and_the_deepest_widest_stack(tmp_path):
+    default = extremes(load_space(None, BASE))
+    assert len(default) == 2 * 2 * 2  # batch_size, accumulation and learning_rate ends
+    assert all(params_to_overrides(p)["hidden_channels"] == [128, 128, 128] for p in default)
+    assert {(p["batch_size"], p["gradient_accumulation_steps"]) for p in default} == {(2, 1), (2, 8), (32, 1), (32, 8)}
+    space = _space(tmp_path, "model_type: [stacked, dual_stream, shallow]\nbatch_size: [4]\nuse_amp: [true, false]\n"
+                             "learning_rate: null\ngradient_accumulation_steps: null\n")
+    corners = extremes(space)
+    assert len(corners) == 6 and {p["model_type"] for p in corners} == {"stacked", "dual_stream", "shallow"}
+    assert all(trial_config({"data": {}, "model": {}, "train": {}}, p) for p in corners)  # each is a config
+    assert extremes(space, most=5) is None

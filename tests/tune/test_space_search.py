@@ -8,12 +8,13 @@ import logging
 import pytest
 import yaml
 
-from tests.tune.conftest import search_in_process, trials_csv, write_space
+from tests.tune.conftest import load_study, search_in_process, trials_csv, write_space
 
 SPACE = {
     "hidden_channels": {"layers": 1, "widths": [8]}, "batch_size": [8], "gradient_accumulation_steps": [1],
     "learning_rate": 1e-3, "window-size": [3, 4], "kernel_size": [3, 5], "include_upstream": [True, False],
     "weight_decay": {"low": 1.0e-6, "high": 1.0e-3, "log": True},
+    "model_type": ["stacked", "dual_stream"],  # dual_stream's U-Net needs 2 levels: with 1 it is no valid config
 }
 
 
@@ -61,3 +62,14 @@ def test_search_prints_no_snapshot_warnings_and_keeps_no_finished_checkpoints(da
     assert not [m for m in warnings if "snapshotting has been triggered" in m], warnings
     assert "snapshotting has been triggered" not in out
     assert not list(experiment.glob("*/checkpoint_*")), "a finished trial's checkpoints are kept"
+
+
+def test_a_suggested_config_that_is_not_valid_is_told_to_optuna_and_never_launched(data_search):
+    experiment, code, _, _ = data_search
+    table = trials_csv(experiment)
+    assert code == 0 and len(table) == 4 and set(table["status"]) <= {"ok", "stopped early"}
+    assert set(table["model_type"]) == {"stacked"}
+    invalid = [t for t in load_study(experiment).trials if t.user_attrs.get("status") == "invalid"]
+    assert invalid and all(t.params["model_type"] == "dual_stream" for t in invalid)
+    assert all("needs at least 2 --hidden-channels" in t.user_attrs["reason"] for t in invalid)
+    assert all(t.state.name == "PRUNED" and t.constraints == {"fits_and_converges": 1.0} for t in invalid)
