@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data_io import ConfigError
-from model._gates import lstm_gates
+from model._gates import lstm_gates, uses_kernels
 from model.config import ModelConfig
 
 State = list[tuple[torch.Tensor, torch.Tensor]]
@@ -43,7 +43,13 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state
-        return lstm_gates(self.norm(self.gates(torch.cat([x, h], dim=1))), c, self.fused)
+        z = torch.cat([x, h], dim=1)
+        if isinstance(self.norm, nn.Identity) and uses_kernels(z, self.fused):
+            # The gate kernel adds the bias and sums its gradient; the convolution's own bias gradient would be
+            # one more pass over the gates' gradient. (A norm between them keeps the bias in the convolution.)
+            conv = F.conv2d(z, self.gates.weight, None, padding=self.gates.padding)
+            return lstm_gates(conv, c, True, self.gates.bias)
+        return lstm_gates(self.norm(self.gates(z)), c, self.fused)
 
 
 class SelfAttention(nn.Module):

@@ -130,9 +130,10 @@ def _laid_out(t: torch.Tensor, layout: str) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["nchw", "channels-last", "nchw slice", "channels-last slice", "strided"])
 def test_fused_gate_kernels_match_the_element_wise_ops(dtype, layout):
-    """model/_gates.py's Triton kernels against PyTorch's ops: h, c' and the gradients of the gates and old state,
-    with gradients flowing into h only, into c' only, into both, and into h through a concatenation (so that the
-    gradient reaching the kernel is a channel slice of a larger tensor, as a ConvLSTM's next step hands it)."""
+    """model/_gates.py's Triton kernels against PyTorch's ops: h, c' and the gradients of the gates, the old state and
+    the bias (which the kernels add, and whose gradient they sum atomically per tile), with and without a bias, with
+    gradients flowing into h only, into c' only, into both, and into h through a concatenation (so that the gradient
+    reaching the kernel is a channel slice of a larger tensor, as a ConvLSTM's next step hands it)."""
     from model._gates import fused_available, lstm_gates
 
     if not fused_available():
@@ -143,19 +144,24 @@ def test_fused_gate_kernels_match_the_element_wise_ops(dtype, layout):
     weight = _laid_out(torch.randn(3, 7, 7, 9, device="cuda"), layout.removesuffix(" slice"))
     # bf16: the element-wise ops round every intermediate to bf16, the kernels compute in fp32 and round once
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=4e-2)
-    for into in ("h", "c", "both", "cat"):
-        results = []
-        for fused in (True, False):
-            g, c0 = gates.detach().requires_grad_(), c.detach().requires_grad_()
-            h, c1 = lstm_gates(g, c0, fused=fused)
-            if into == "cat":
-                loss = (torch.cat([torch.zeros_like(h[:, :2]), h], dim=1).float() * weight).sum()
-            else:
-                loss = (h.float() * 1.3).sum() * (into != "c") + (c1.float() ** 2).sum() * (into != "h")
-            loss.backward()
-            results.append((h.float(), c1.float(), g.grad.float(), c0.grad.float()))
-        for got, want in zip(*results):
-            torch.testing.assert_close(got, want, **tol)
+    for bias in (None, torch.randn(4 * 5, device="cuda")):
+        for into in ("h", "c", "both", "cat"):
+            results = []
+            for fused in (True, False):
+                g, c0 = gates.detach().requires_grad_(), c.detach().requires_grad_()
+                b = None if bias is None else bias.detach().requires_grad_()
+                h, c1 = lstm_gates(g, c0, fused=fused, bias=b)
+                if into == "cat":
+                    loss = (torch.cat([torch.zeros_like(h[:, :2]), h], dim=1).float() * weight).sum()
+                else:
+                    loss = (h.float() * 1.3).sum() * (into != "c") + (c1.float() ** 2).sum() * (into != "h")
+                loss.backward()
+                results.append((h.float(), c1.float(), g.grad.float(), c0.grad.float(),
+                                *(() if b is None else (b.grad,))))
+            for got, want in zip(*results, strict=True):
+                # the bias gradient sums 189 of the gates' gradients: bf16 ops round each, the kernels none
+                torch.testing.assert_close(got, want, **(tol if got.dim() > 1 or dtype == torch.float32
+                                                        else dict(rtol=2e-2, atol=0.3)))
 
 
 def _loss_curves(data, out, model_type: str, **train) -> list:
