@@ -149,8 +149,7 @@ def test_fit_share_is_one_share_the_spaces_largest_config_fits(tmp_path):
 
     path = write_space(tmp_path / "space.yaml", {
         "hidden_channels": {"layers": [1, 2], "widths": [4, 16, 8]}, "batch_size": [8, 2, 4],
-        "model_type": ["stacked", "dual_stream"], "window_size": {"low": 2, "high": 6},
-        "learning_rate": {"low": 1e-4, "high": 1e-2, "log": True}})
+        "model_type": ["stacked", "dual_stream"], "window_size": {"low": 2, "high": 6}})
     space = load_space(str(path))
     base = {"train": {}, "model": {}, "data": {}}
     line = Preflight(base=base, shape=REFERENCE_LIKE, margin=1.2,
@@ -158,7 +157,7 @@ def test_fit_share_is_one_share_the_spaces_largest_config_fits(tmp_path):
     corners = extremes(space)
     _, need = line.fitting_share(corners)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(40):
+    for _ in range(16):  # each prediction is a meta-device forward of the config (0.1-0.3 s on 2 cores)
         trial = study.ask()
         define_by_run(trial, space, base)
         try:
