@@ -267,4 +267,8 @@ def _channels_last_frames(x: torch.Tensor) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, like: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    if x.is_meta:
+        # The memory pre-flight's count (model/memory.footprint) needs the shape and what autograd saves, which is
+        # nothing for either mode; bilinear's meta form is PyTorch's Python decomposition, 10-100 ms a call.
+        return F.interpolate(x, size=like.shape[-2:], mode="nearest")
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=align_corners)
