@@ -58,7 +58,9 @@ def fused_available() -> bool:
     return triton is not None and torch.cuda.is_available()
 
 
-_BLOCK = 1024
+_BLOCK = 1024  # elements per program of the strided kernels
+# Per tiled kernel: elements per program and warps (benchmarks/gates.py measures the choices).
+_TILES = {"forward": (1024, 4), "backward": (1024, 4)}
 
 
 class _FusedGates(torch.autograd.Function):
@@ -110,12 +112,13 @@ def _launch(kernel, gates: torch.Tensor, c: torch.Tensor, bias: torch.Tensor | N
     # A 2-D tile: rows are (b, channel) with the pixels along a row (NCHW), or pixels with the channels along a row
     # (channels-last); each row's indices are divided out once, not once per element, and a row is read contiguously.
     n_rows, n_cols = (b * y * x, hidden) if rows == "pixels" else (b * hidden, y * x)
+    elements, warps = _TILES["backward" if kernel is _backward_kernel else "forward"]
     block_cols = min(1024, triton.next_power_of_2(n_cols))
-    block_rows = max(1, _BLOCK // block_cols)
+    block_rows = max(1, elements // block_cols)
     gate_steps = [hidden * t.stride(1) for t in tensors if t.shape[1] == 4 * hidden]  # gate k at k * step
     kernel[(triton.cdiv(n_rows, block_rows), triton.cdiv(n_cols, block_cols))](
         *tensors, *pointers, n_rows, n_cols, hidden, y, x, *strides, *gate_steps, HAS_BIAS=has_bias,
-        CHANNELS_LAST=rows == "pixels", BLOCK_R=block_rows, BLOCK_C=block_cols)
+        CHANNELS_LAST=rows == "pixels", BLOCK_R=block_rows, BLOCK_C=block_cols, num_warps=warps)
     return True
 
 

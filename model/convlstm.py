@@ -26,6 +26,7 @@ from torch import nn
 
 from data_io import ConfigError
 from model._gates import lstm_gates, uses_kernels
+from model._norm import GateNorm
 from model.config import ModelConfig
 
 State = list[tuple[torch.Tensor, torch.Tensor]]
@@ -39,7 +40,7 @@ class ConvLSTMCell(nn.Module):
         super().__init__()
         self.hidden, self.fused = hidden, True
         self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
-        self.norm = nn.GroupNorm(_groups(4 * hidden), 4 * hidden) if group_norm else nn.Identity()
+        self.norm = GateNorm(_groups(4 * hidden), 4 * hidden) if group_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         h, c = state

@@ -109,3 +109,18 @@ def test_unet_refuses_a_single_level_and_a_grid_too_small():
         ConvLSTMForecaster(ModelConfig(topology="unet", hidden_channels=[4]), 3, 1)
     with pytest.raises(ConfigError, match="upstream box"):
         check_grid(ModelConfig(**preset("deep")), 6, 20, box="upstream")
+
+
+def test_gate_norm_is_group_norm_in_value_and_gradient():
+    """model/_norm's GroupNorm (on CUDA: statistics by torch.var_mean, PyTorch's backward kernel), run here on the
+    CPU in float64: the values and the gradients of input, weight and bias are GroupNorm's (gradcheck)."""
+    import torch.nn.functional as F
+
+    from model._norm import _GroupNorm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 32, 5, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(32, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(32, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(_GroupNorm.apply(x, w, b, 8, 1e-5), F.group_norm(x, 8, w, b, 1e-5))
+    assert torch.autograd.gradcheck(lambda *t: _GroupNorm.apply(*t, 8, 1e-5), (x, w, b))

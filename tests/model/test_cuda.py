@@ -193,3 +193,32 @@ def test_training_with_fused_gates_follows_the_element_wise_ops(data, tmp_path, 
     """--no-fused-gates against the default: the same loss curves (fp32, so only summation order differs)."""
     np.testing.assert_allclose(_loss_curves(data, tmp_path / "fused", model_type, fused_gates=True),
                                _loss_curves(data, tmp_path / "ops", model_type, fused_gates=False), rtol=1e-4)
+
+
+@pytest.mark.parametrize("use_amp", [False, True])
+def test_gate_norm_matches_pytorchs_group_norm_on_cuda(use_amp):
+    """model/_norm.GateNorm (statistics by torch.var_mean, PyTorch's GroupNorm backward) against nn.GroupNorm, as the
+    cells use it: graphcast's batch of 4, 16 groups of 256 gate channels, bf16 convolution output under autocast."""
+    from model._norm import GateNorm
+
+    torch.manual_seed(0)
+    ours, theirs = GateNorm(16, 256).cuda(), torch.nn.GroupNorm(16, 256).cuda()
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.normal_()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 256, 61, 61, device="cuda", dtype=torch.bfloat16 if use_amp else torch.float32)
+    grad = torch.randn(4, 256, 61, 61, device="cuda")
+    results = []
+    for norm in (ours, theirs):
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            y = norm(xi)
+        y.backward(grad)
+        results.append((y, norm.weight.grad, norm.bias.grad, xi.grad))
+    assert results[0][0].dtype == results[1][0].dtype == torch.float32
+    for a, b in zip(results[0][:3], results[1][:3]):  # fp32 either way
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # The input's gradient is stored in the input's dtype: in bf16, 15 of 3.8 million elements differed by one
+    # rounding step (2**-7 near 1) on an H100, from fp32 statistics summed in another order; bf16's own tolerance.
+    torch.testing.assert_close(results[0][3], results[1][3])
