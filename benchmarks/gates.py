@@ -45,7 +45,7 @@ def _tensors(b: int, hidden: int, y: int, x: int, cin: int, channels_last: bool)
 def _time(fn, reps: int) -> float:
     """GPU microseconds a call: `reps` calls captured in one CUDA graph, replayed between CUDA events, after warm-up
     calls (Triton compiles). Launched one by one from Python the calls would time the host's launch cost instead
-    (20-40 us each, as much as the kernels), which training's CUDA graphs do not pay."""
+    (20-60 us each, 2-3x the kernels; BENCHMARKS §8, session 11), which training's CUDA graphs do not pay."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
