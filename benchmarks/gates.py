@@ -67,7 +67,7 @@ def _time(fn, reps: int) -> float:
 
 
 def measure(shape: tuple, channels_last: bool, reps: int) -> dict[str, float]:
-    label, b, hidden, y, x, cin = shape
+    _, b, hidden, y, x, cin = shape
     gates, c, bias, dh, dc = _tensors(b, hidden, y, x, cin, channels_last)
     h_new = torch.empty_like(c, dtype=torch.bfloat16)
     c_new = torch.empty_like(c)
