@@ -71,10 +71,10 @@ def ray_session(tmp_path_factory) -> RaySession:
 
 @pytest.fixture(scope="session")
 def demo_nc(tmp_path_factory) -> Path:
-    """The demo dataset, small: 120 days 12-hourly on a 2.5-degree grid."""
+    """The demo dataset, small: 60 days 12-hourly on a 5-degree grid."""
     from data_io.demo import write_demo
 
-    return write_demo(tmp_path_factory.mktemp("data") / "demo.nc", seed=0, days=120, resolution=2.5)
+    return write_demo(tmp_path_factory.mktemp("data") / "demo.nc", seed=0, days=60, resolution=5.0)
 
 
 @contextlib.contextmanager
