@@ -21,10 +21,13 @@ The same install() runs outside Ray too (tests/reliability/train_with_faults.py)
 from __future__ import annotations
 
 import functools
+import importlib.abc
+import importlib.util
 import io
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +46,37 @@ def write_faults(path: Path, **faults) -> None:
 
 
 def install() -> None:
+    """Install the faults once model.trainer is imported (now, if it is). Why not at once: this runs in every worker
+    of the tests' Ray, and most of them (idle workers, Ray Train's helper actors, the data store) never train;
+    importing torch and the model in each cost 3-4 s of CPU apiece, about a third of the suite's (BENCHMARKS §8)."""
+    if "model.trainer" in sys.modules:
+        _install_now()
+    elif not any(isinstance(f, _AfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AfterImport("model.trainer", _install_now))
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs `then()` right after module `name` has been executed, the first time anything imports it."""
+
+    def __init__(self, name: str, then) -> None:
+        self.name, self.then = name, then
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)  # find the real spec below without finding ourselves again
+        spec = importlib.util.find_spec(fullname)
+        exec_module, then = spec.loader.exec_module, self.then
+
+        def exec_then(module) -> None:
+            exec_module(module)
+            then()
+
+        spec.loader.exec_module = exec_then
+        return spec
+
+
+def _install_now() -> None:
     import torch
 
     from model.convlstm import ConvLSTMForecaster
