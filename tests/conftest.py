@@ -138,6 +138,3 @@ def pytest_collection_modifyitems(config, items) -> None:
                 group[path] = min(merged)
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
-    # xdist hands out the groups in this order as workers come free: tests/tune (the searches, 20-50 s a file) first,
-    # so that the last minutes are short tests on both workers, not one long search file on one while the other idles.
-    items.sort(key=lambda item: not item.nodeid.startswith("tests/tune/"))  # stable: groups stay whole
