@@ -108,7 +108,7 @@ def search_in_process(argv: list) -> tuple[int, str]:
 
     out = io.StringIO()
     with restored_logging(), contextlib.redirect_stdout(out):
-        code = run([str(a) for a in without_default_baseline(argv)])
+        code = run([str(a) for a in one_trial_at_a_time(without_default_baseline(argv))])
     return code, out.getvalue()
 
 
@@ -154,6 +154,13 @@ def without_default_baseline(argv: list) -> list:
     return list(argv) if "--baseline" in map(str, argv) else [*argv, "--baseline", "none"]
 
 
+def one_trial_at_a_time(argv: list) -> list:
+    """The in-process searches run one trial at a time unless a test names --max-concurrent-trials: the two
+    xdist processes already fill the two cores, and each trial at once is one more process importing torch,
+    Ray Tune and the model (about 8 s of CPU on a 2-core machine; the trials after it reuse its actor)."""
+    return list(argv) if "--max-concurrent-trials" in map(str, argv) else [*argv, "--max-concurrent-trials", 1]
+
+
 SEARCH_CMD = [sys.executable, "-m", "tune.search", "--baseline", "none"]  # see without_default_baseline
 
 
@@ -182,3 +189,16 @@ def oom_search(ray_session, demo_nc, tmp_path_factory) -> SearchRun:
             "--cpus-per-trial", 1, "--storage-path", tmp / "runs", "--name", "oom", "--seed", 1,
         ])
     return SearchRun(tmp / "runs" / "oom", code, out)
+
+
+@pytest.fixture(scope="session")
+def experiment(ray_session, demo_nc, tmp_path_factory) -> Path:
+    """STORAGE/x of a search: 3 trials of 2 epochs (all run to the end), 2 forecast steps, CPU. Shared by
+    test_report.py and test_retrain.py: copy it (shutil.copytree) before changing anything in it."""
+    base = tmp_path_factory.mktemp("search")
+    code, out = search_in_process([
+        "--data", demo_nc, "--num-samples", 3, "--max-epochs", 2, "--grace-epochs", 2, "--forecast-steps", 2,
+        "--device", "cpu", "--storage-path", base, "--name", "x", "--cpus-per-trial", 1,
+    ])
+    assert code == 0, f"tune.search failed:\n{out[-4000:]}"
+    return base / "x"

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from data_io.demo import make_demo
-from tests.tune._experiment import ROOT
+from tests.conftest import ROOT
+from tests.tune.conftest import search_in_process
 from tune._table import load_trials
 from tune.search import main as search_main
 
@@ -40,16 +41,17 @@ def _run(module: str, args: list, timeout: int = 400) -> subprocess.CompletedPro
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory):
+def searched(ray_session, tmp_path_factory):
     base = tmp_path_factory.mktemp("baseline")
     data = base / "small.nc"
     make_demo(seed=1, days=60, resolution=5.0).to_netcdf(data)
     config = base / "mine.yaml"
     config.write_text(yaml.safe_dump(BASELINE))
-    proc = _run("tune.search", ["--data", data, "--baseline", config, "--num-samples", "2", "--max-epochs", "1",
-                                "--grace-epochs", "1", "--storage-path", base, "--name", "b", "--cpus-per-trial", "1"])
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return base / "b", str(config), proc.stdout
+    code, out = search_in_process(["--data", data, "--baseline", config, "--num-samples", 2, "--max-epochs", 1,
+                                   "--grace-epochs", 1, "--device", "cpu", "--storage-path", base, "--name", "b",
+                                   "--cpus-per-trial", 1])
+    assert code == 0, out[-4000:]
+    return base / "b", str(config), out
 
 
 def test_baseline_runs_first_marked_with_its_exact_config(searched):

@@ -15,7 +15,6 @@ from model import checkpoint as ckpt_io
 from model.config import Config, ModelConfig, TrainConfig
 from model.trainer import fit
 from tests.conftest import ROOT
-from tests.tune._experiment import experiment  # noqa: F401  (the shared session fixture)
 from tests.tune.conftest import faults, restored_logging, search_env
 
 
@@ -153,7 +152,7 @@ def test_a_batch_that_does_not_split_over_the_workers_is_refused_in_one_line(tmp
 
 @pytest.mark.slow  # ~25 s; the default suite already trains through two workers above
 def test_retrain_with_two_cpu_workers_writes_the_single_process_outputs(
-    ray_session, experiment, tmp_path  # noqa: F811
+    ray_session, experiment, tmp_path
 ):
     out = tmp_path / "best"
     proc = subprocess.run(

@@ -23,7 +23,7 @@ def buggy_search(ray_session, demo_nc, tmp_path_factory) -> SearchRun:
     with faults(ray_session, bug_above_hidden=BUG_ABOVE_HIDDEN):
         code, out = search_in_process([
             "--data", demo_nc, "--space", space, "--num-samples", 4, "--max-epochs", 2, "--cpus-per-trial", 1,
-            "--max-failures", 0, "--storage-path", tmp / "runs", "--name", "bug", "--seed", 1,
+            "--max-failures", 0, "--storage-path", tmp / "runs", "--name", "bug", "--seed", 3,
         ])
     return SearchRun(tmp / "runs" / "bug", code, out)
 

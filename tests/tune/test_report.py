@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.tune._experiment import experiment  # noqa: F401  (the shared session fixture)
 from tune._table import COLUMNS
 from tune.report import main, pareto_front
 
@@ -26,7 +25,7 @@ def report(argv: list, capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def copied(experiment, tmp_path) -> Path:  # noqa: F811
+def copied(experiment, tmp_path) -> Path:
     """The experiment copied elsewhere, plus a trial that ran out of memory and one that has not reported yet."""
     copy = shutil.copytree(experiment, tmp_path / "elsewhere" / "x")
     oom = copy / "train_trial_deadbeef_4_batch_size=32_2026-01-01_00-00-00"
@@ -46,7 +45,7 @@ def copied(experiment, tmp_path) -> Path:  # noqa: F811
     return copy
 
 
-def test_table_lists_every_trial_best_val_loss_first(experiment, capsys):  # noqa: F811
+def test_table_lists_every_trial_best_val_loss_first(experiment, capsys):
     code, out, _ = report([experiment], capsys)
     assert code == 0
     lines = out.strip().splitlines()
@@ -55,7 +54,7 @@ def test_table_lists_every_trial_best_val_loss_first(experiment, capsys):  # noq
     assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3"]
 
 
-def test_csv_parses_back_with_the_search_columns(experiment, tmp_path, capsys):  # noqa: F811
+def test_csv_parses_back_with_the_search_columns(experiment, tmp_path, capsys):
     code, _, _ = report([experiment, "--format", "csv", "--output", tmp_path / "t.csv"], capsys)
     df = pd.read_csv(tmp_path / "t.csv")
     assert code == 0
@@ -65,7 +64,7 @@ def test_csv_parses_back_with_the_search_columns(experiment, tmp_path, capsys): 
     assert df["effective_batch"].tolist() == (df["batch_size"] * df["accumulation"]).tolist()
 
 
-def test_json_parses_back_with_val_loss_history_per_trial(experiment, capsys):  # noqa: F811
+def test_json_parses_back_with_val_loss_history_per_trial(experiment, capsys):
     code, out, _ = report([experiment, "--format", "json"], capsys)
     rows = json.loads(out)
     assert code == 0
@@ -73,7 +72,7 @@ def test_json_parses_back_with_val_loss_history_per_trial(experiment, capsys):  
     assert all(len(r["history"]) == r["epochs"] == 2 and r["history"][-1] == pytest.approx(r["val_loss"]) for r in rows)
 
 
-def test_markdown_and_html_hold_one_row_per_trial(experiment, capsys):  # noqa: F811
+def test_markdown_and_html_hold_one_row_per_trial(experiment, capsys):
     _, md, _ = report([experiment, "--format", "markdown"], capsys)
     _, html, _ = report([experiment, "--format", "html"], capsys)
     md_lines = md.strip().splitlines()
@@ -100,7 +99,7 @@ def test_copied_folder_lists_oom_and_pending_trials_after_the_fitted_ones(copied
     assert df.loc[df["trial_id"] == "deadbeef", "effective_batch"].item() == 64
 
 
-def test_plots_are_written_as_png_files(experiment, tmp_path, capsys):  # noqa: F811
+def test_plots_are_written_as_png_files(experiment, tmp_path, capsys):
     code, _, err = report([experiment, "--plots", tmp_path / "plots"], capsys)
     assert code == 0
     names = {"learning_curves.png", "pareto.png", "oom_map.png", "importances.png"}
@@ -124,7 +123,7 @@ def test_without_optuna_db_the_table_and_ray_plots_still_come(copied, tmp_path, 
     [(["--sort", "speed"], "--sort speed: unknown column"), (["--status", "fine"], "--status fine: unknown"),
      (["--top", "0"], "--top must be a positive integer")],
 )
-def test_bad_flags_are_one_line_and_exit_2(experiment, capsys, argv, message):  # noqa: F811
+def test_bad_flags_are_one_line_and_exit_2(experiment, capsys, argv, message):
     code, _, err = report([experiment, *argv], capsys)
     assert code == 2
     assert err.count("\n") == 1 and message in err

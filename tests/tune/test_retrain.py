@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.tune._experiment import ROOT, experiment  # noqa: F401  (the shared session fixture)
+from tests.conftest import ROOT
 from tune._table import load_trials
 from tune.retrain import chosen_config, main
 
@@ -26,7 +26,7 @@ def retrain(argv: list, capsys) -> tuple[int, str]:
     return exit_info.value.code, capsys.readouterr().err
 
 
-def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, tmp_path):  # noqa: F811
+def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, tmp_path):
     out = tmp_path / "best"
     proc = subprocess.run(
         [sys.executable, "-m", "tune.retrain", str(experiment), "--num-epochs", "2", "--output-dir", str(out),
@@ -63,7 +63,7 @@ def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, t
     assert [r["epoch"] for r in history] == [1, 2]
 
 
-def test_trial_flag_picks_that_trials_config_with_the_full_epoch_count(experiment):  # noqa: F811
+def test_trial_flag_picks_that_trials_config_with_the_full_epoch_count(experiment):
     trials = load_trials(experiment)
     worst = trials.iloc[-1]
     config, source = chosen_config(experiment, worst["trial_id"][:6])
@@ -73,23 +73,24 @@ def test_trial_flag_picks_that_trials_config_with_the_full_epoch_count(experimen
     assert worst["trial_id"] in source
 
 
-def test_default_is_best_config_yaml(experiment):  # noqa: F811
+def test_default_is_best_config_yaml(experiment):
     config, source = chosen_config(experiment, None)
     best = load_trials(experiment).iloc[0]
     assert "best_config.yaml" in source
     assert config["train"]["learning_rate"] == pytest.approx(best["learning_rate"])
 
 
-def test_unknown_trial_is_refused_with_the_known_ids(experiment, capsys):  # noqa: F811
+def test_unknown_trial_is_refused_with_the_known_ids(experiment, capsys):
     code, err = retrain([experiment, "--trial", "nosuch"], capsys)
     ids = pd.read_csv(experiment / "trials.csv")["trial_id"]
     assert code == 2 and "--trial nosuch" in err and all(i in err for i in ids)
 
 
-def test_copied_experiment_without_its_data_file_asks_for_data(experiment, tmp_path, capsys):  # noqa: F811
+def test_copied_experiment_without_its_data_file_asks_for_data(experiment, demo_nc, tmp_path, capsys):
     copy = shutil.copytree(experiment, tmp_path / "x")
     best = copy / "best_config.yaml"
-    best.write_text(best.read_text().replace(str(experiment.parent / "small.nc"), "/elsewhere/small.nc"))
+    assert str(demo_nc) in best.read_text()
+    best.write_text(best.read_text().replace(str(demo_nc), "/elsewhere/small.nc"))
     code, err = retrain([copy], capsys)
     assert code == 2 and "/elsewhere/small.nc" in err and "--data FILE" in err
 
