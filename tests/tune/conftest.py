@@ -157,7 +157,7 @@ def without_default_baseline(argv: list) -> list:
 def one_trial_at_a_time(argv: list) -> list:
     """The in-process searches run one trial at a time unless a test names --max-concurrent-trials: the two
     xdist processes already fill the two cores, and each trial at once is one more process importing torch,
-    Ray Tune and the model (about 8 s of CPU on a 2-core machine; the trials after it reuse its actor)."""
+    Ray Tune and the model (about 9 s of CPU on a 2-core VM, BENCHMARKS §8; the trials after it reuse its actor)."""
     return list(argv) if "--max-concurrent-trials" in map(str, argv) else [*argv, "--max-concurrent-trials", 1]
 
 
