@@ -7,6 +7,7 @@ at the end. Workers import `tests.tune._faults` through PYTHONPATH, which the ra
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -193,12 +194,14 @@ def oom_search(ray_session, demo_nc, tmp_path_factory) -> SearchRun:
 
 @pytest.fixture(scope="session")
 def experiment(ray_session, demo_nc, tmp_path_factory) -> Path:
-    """STORAGE/x of a search: 3 trials of 2 epochs (all run to the end), 2 forecast steps, CPU. Shared by
-    test_report.py and test_retrain.py: copy it (shutil.copytree) before changing anything in it."""
+    """STORAGE/x of a search: 3 trials of 2 epochs (all run to the end), 2 forecast steps, CPU, tracked with
+    --mlflow into STORAGE/mlruns. Shared by test_report.py, test_retrain.py and test_tracking.py: copy it
+    (shutil.copytree) before changing anything in it."""
     base = tmp_path_factory.mktemp("search")
+    tracking = ["--mlflow", (base / "mlruns").as_uri()] if importlib.util.find_spec("mlflow") else []
     code, out = search_in_process([
         "--data", demo_nc, "--num-samples", 3, "--max-epochs", 2, "--grace-epochs", 2, "--forecast-steps", 2,
-        "--device", "cpu", "--storage-path", base, "--name", "x", "--cpus-per-trial", 1,
+        "--device", "cpu", "--storage-path", base, "--name", "x", "--cpus-per-trial", 1, *tracking,
     ])
     assert code == 0, f"tune.search failed:\n{out[-4000:]}"
     return base / "x"

@@ -157,7 +157,7 @@ def test_fit_share_is_one_share_the_spaces_largest_config_fits(tmp_path):
     corners = extremes(space)
     _, need = line.fitting_share(corners)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    for _ in range(16):  # each prediction is a meta-device forward of the config (0.1-0.3 s on 2 cores)
+    for _ in range(8):  # each prediction is a meta-device forward of the config (0.1-0.3 s on 2 cores)
         trial = study.ask()
         define_by_run(trial, space, base)
         try:

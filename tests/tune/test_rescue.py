@@ -14,6 +14,7 @@ import pytest
 
 from tests.tune.conftest import faults, load_study, read_results, search_in_process, trials_csv, write_space
 from tune._table import load_trials
+from tune.experiment import Experiment
 
 CURVE = ("train_loss", "val_loss", "val_rmse")
 
@@ -33,6 +34,19 @@ def _search(ray_session, demo_nc, tmp: Path, name: str, batch: int, accumulation
 def _curve(experiment: Path) -> list[dict]:
     (trial_dir,) = load_trials(experiment)["trial_dir"]
     return [{k: r[k] for k in CURVE if k in r} for r in read_results(trial_dir)]
+
+
+def _direct(experiment: Path, out: Path, batch: int, accumulation: int) -> list[dict]:
+    """The experiment's one trial config at batch x accumulation, trained by the trainer itself (no Ray, no
+    rescue): the reference a rescued trial's curve must equal."""
+    from data_io import prepare
+    from model.trainer import fit
+
+    (trial_dir,) = load_trials(experiment)["trial_dir"]
+    config = Experiment(experiment).trial_config(Path(trial_dir))
+    config.train.batch_size, config.train.gradient_accumulation_steps = batch, accumulation
+    config.train.output_dir, config.train.device = str(out), "cpu"
+    return [{k: getattr(r, k) for k in CURVE} for r in fit(config, prepare(config.data))]
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +73,15 @@ def test_optuna_keeps_the_suggested_params_and_records_the_rescue(rescued):
     assert not trial.constraints
 
 
-def test_rescued_loss_curve_equals_a_direct_half_batch_double_accumulation_run(rescued, ray_session, demo_nc,
-                                                                             tmp_path_factory):
-    direct = _search(ray_session, demo_nc, tmp_path_factory.mktemp("direct"), "direct", 2, 2)
-    assert trials_csv(direct)["rescued_batch"].isna().all()
-    got, want = _curve(rescued), _curve(direct)
+def test_rescued_loss_curve_equals_a_direct_half_batch_double_accumulation_run(rescued, tmp_path):
+    got, want = _curve(rescued), _direct(rescued, tmp_path, 2, 2)
     assert len(got) == 2 and got == want
 
 
 @pytest.fixture(scope="module")
-def whole(ray_session, demo_nc, tmp_path_factory) -> Path:
-    """The same trial at batch 4 x 1 with nothing injected."""
-    return _search(ray_session, demo_nc, tmp_path_factory.mktemp("whole"), "whole", 4, 1)
+def whole(rescued, tmp_path_factory) -> list[dict]:
+    """The same trial's curve at batch 4 x 1 with nothing injected."""
+    return _direct(rescued, tmp_path_factory.mktemp("whole"), 4, 1)
 
 
 def _assert_same_curve(got: list[dict], want: list[dict]) -> None:
@@ -82,7 +93,7 @@ def _assert_same_curve(got: list[dict], want: list[dict]) -> None:
 
 def test_rescued_curve_matches_the_unrescued_batch_it_replaces(rescued, whole):
     """Same windows in each optimizer step, loss scaled per step: the b x k run trains the same, up to rounding."""
-    _assert_same_curve(_curve(rescued), _curve(whole))
+    _assert_same_curve(_curve(rescued), whole)
 
 
 def test_a_trial_out_of_memory_after_its_first_epoch_goes_on_from_its_checkpoint(ray_session, demo_nc, whole,
@@ -96,7 +107,7 @@ def test_a_trial_out_of_memory_after_its_first_epoch_goes_on_from_its_checkpoint
     (trial_dir,) = load_trials(late)["trial_dir"]
     assert [r["epoch"] for r in read_results(trial_dir)] == [1, 2], "epoch 1 is neither run nor reported again"
     assert "injected by tests: batch 4 > 2" in json.loads((Path(trial_dir) / "rescue.json").read_text())["oom"]
-    got, want = _curve(late), _curve(whole)
+    got, want = _curve(late), whole
     assert got[0] == want[0], "epoch 1 ran at batch 4, as the whole run's"
     _assert_same_curve(got, want)
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT
+from tests.tune.conftest import restored_logging
 from tune._table import load_trials
 from tune.retrain import chosen_config, main
 
@@ -26,14 +23,13 @@ def retrain(argv: list, capsys) -> tuple[int, str]:
     return exit_info.value.code, capsys.readouterr().err
 
 
-def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, tmp_path):
+def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, tmp_path, capsys):
+    """In-process (test_baseline.py runs python -m tune.retrain in a real process)."""
     out = tmp_path / "best"
-    proc = subprocess.run(
-        [sys.executable, "-m", "tune.retrain", str(experiment), "--num-epochs", "2", "--output-dir", str(out),
-         "--num-cases", "2", "--device", "cpu"],
-        cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with restored_logging(), pytest.raises(SystemExit) as done:
+        main([str(experiment), "--num-epochs", "2", "--output-dir", str(out), "--num-cases", "2", "--device", "cpu"])
+    stdout, stderr = capsys.readouterr()
+    assert done.value.code == 0, stdout[-3000:] + stderr[-3000:]
     assert {"best.pt", "last.pt", "metrics.json", "metrics.md", "config.yaml"} <= {p.name for p in out.iterdir()}
 
     assert {"metrics.csv", "plots", "maps"} <= {p.name for p in out.iterdir()}
@@ -54,7 +50,7 @@ def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, t
     table = (out / "metrics.md").read_text()
     assert "### precipitation, lead 12" in table and "### precipitation, lead 24" in table
     assert "| score | model | persistence | climatology |" in table and "| csi@10mm |" in table
-    assert "### precipitation, lead 12" in proc.stdout
+    assert "### precipitation, lead 12" in stdout
 
     maps = sorted((out / "maps").iterdir())
     assert len(maps) == 2 and all(p.name.startswith("case_precipitation_") for p in maps)

@@ -7,39 +7,34 @@ from pathlib import Path
 
 import pytest
 
-from tests.tune.conftest import read_results, search_in_process, write_space
+from tests.tune.conftest import read_results
 from tune._table import load_trials
+from tune.experiment import params
 
 mlflow = pytest.importorskip("mlflow")
 
 
 @pytest.fixture(scope="module")
-def tracked(ray_session, demo_nc, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("tracked")
-    space = write_space(tmp / "space.yaml", {"hidden_channels": {"layers": 1, "widths": [4, 8]},
-                                             "learning_rate": 1e-3})
-    store = tmp / "mlruns"
-    code, out = search_in_process([
-        "--data", demo_nc, "--space", space, "--batch-size", 4, "--num-samples", 2, "--max-epochs", 2,
-        "--grace-epochs", 2, "--cpus-per-trial", 1, "--mlflow", store.as_uri(), "--storage-path", tmp / "runs",
-        "--name", "tracked", "--seed", 1,
-    ])
-    assert code == 0, out[-3000:]
-    return tmp / "runs" / "tracked", store
+def tracked(experiment):
+    """The shared search of tests/tune/conftest.py, which runs with --mlflow STORAGE/mlruns."""
+    return experiment, experiment.parent / "mlruns"
 
 
 def test_mlflow_has_one_run_per_trial_with_its_params_and_every_epoch(tracked):
     experiment, store = tracked
     client = mlflow.tracking.MlflowClient(tracking_uri=store.as_uri())
-    mlflow_experiment = client.get_experiment_by_name("tracked")
+    mlflow_experiment = client.get_experiment_by_name(experiment.name)
     runs = client.search_runs([mlflow_experiment.experiment_id])
     trials = load_trials(experiment)
-    assert len(runs) == len(trials) == 2
+    assert len(runs) == len(trials) == 3
     for _, trial in trials.iterrows():
         (run,) = [r for r in runs if trial["trial_id"] in r.info.run_name]  # Ray names each run after its trial
-        assert run.data.params["width_0"] == str(trial["hidden_channels"])
+        suggested = params(Path(trial["trial_dir"]))
+        assert {"learning_rate", "width_0", "gradient_accumulation_steps"} <= suggested.keys()
+        assert run.data.params == {k: str(v) for k, v in suggested.items()}
+        assert run.data.params["width_0"] == str(trial["hidden_channels"]).split()[0]
         assert int(run.data.params["gradient_accumulation_steps"]) == trial["accumulation"]
-        assert float(run.data.params["learning_rate"]) == pytest.approx(1e-3)
+        assert float(run.data.params["learning_rate"]) == pytest.approx(trial["learning_rate"])
         history = client.get_metric_history(run.info.run_id, "val_loss")
         reported = [r["val_loss"] for r in read_results(trial["trial_dir"])]
         assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(reported)
