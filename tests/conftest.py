@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import subprocess
@@ -78,30 +80,30 @@ def demo_file(write_nc, small_demo) -> Path:
     return write_nc(small_demo, "demo.nc")
 
 
-@pytest.fixture
-def run_main(capsys) -> Callable[[list], tuple[int, str, str]]:
-    """Run `model.train.main(argv)` in-process; returns (exit code, stdout, stderr).
-
-    The CLI points the root logger at the captured stdout; the handlers are put back afterwards.
-    """
+def train_in_process(argv: list) -> tuple[int, str, str]:
+    """`python -m model.train ARGV` in this process (no new interpreter to import torch again); returns
+    (exit code, stdout, stderr). The CLI points the root logger at stdout; its handlers are put back afterwards."""
     import model.train
 
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-
-    def run(argv: list) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as done:
             model.train.main([str(a) for a in argv], prog="train_convlstm.py")
-        out, err = capsys.readouterr()
-        return exit_info.value.code, out, err
+    finally:
+        for handler in root.handlers:
+            if handler not in saved_handlers:
+                handler.close()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    return done.value.code, out.getvalue(), err.getvalue()
 
-    yield run
-    for handler in root.handlers:
-        if handler not in saved_handlers:
-            handler.close()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+
+@pytest.fixture
+def run_main() -> Callable[[list], tuple[int, str, str]]:
+    """Run `model.train.main(argv)` in-process; returns (exit code, stdout, stderr)."""
+    return train_in_process
 
 
 @pytest.fixture

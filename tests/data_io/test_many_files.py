@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +15,7 @@ import xarray as xr
 
 from data_io import DataConfig, DataError, prepare, sources
 from data_io.cache import entry_dir
-from tests.conftest import ROOT, generic_dataset
+from tests.conftest import generic_dataset, train_in_process
 
 SMALL = dict(window_size=2, cache_threshold_mb=1000.0)
 
@@ -202,11 +200,9 @@ def test_train_end_to_end_on_a_glob_of_files(whole, tmp_path):
     ds, _ = whole
     _split_in_time(ds, tmp_path / "parts")
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "model.train", "--data", str(tmp_path / "parts" / "*.nc"), "--output-dir", str(out),
-         "--num-epochs", "1", "--num-workers", "0", "--hidden-channels", "4", "--window-size", "2"],
-        cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    code, stdout, stderr = train_in_process([
+        "--data", tmp_path / "parts" / "*.nc", "--output-dir", out, "--num-epochs", 1, "--num-workers", 0,
+        "--hidden-channels", 4, "--window-size", 2, "--device", "cpu"])
+    assert code == 0, stderr
     assert (out / "best.pt").is_file()
-    assert "Combined 3 files" in proc.stdout + proc.stderr
+    assert "Combined 3 files" in stdout + stderr

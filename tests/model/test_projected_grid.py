@@ -1,4 +1,4 @@
-"""A regional model's projected grid end to end: python -m model.train -> model.predict -> the forecast's grid.
+"""A regional model's projected grid end to end: model.train -> model.predict -> the forecast's grid.
 
 Files are written on a real Lambert conformal projection (pyproj): CF-style (y, x, latitude/longitude,
 lambert_conformal_conic) and WRF-style (south_north/west_east, XLAT/XLONG, Times, MAP_PROJ attributes).
@@ -6,9 +6,6 @@ lambert_conformal_conic) and WRF-style (south_north/west_east, XLAT/XLONG, Times
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,17 +20,15 @@ from model.evaluate import calendar_months, evaluate_checkpoint
 from model.metrics import denormalize, latitude_weights
 from model.predict import main
 from tests._projected import projected_dataset, write_projected, write_wrf
+from tests.conftest import train_in_process
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["--num-epochs", "1", "--num-workers", "0", "--hidden-channels", "4", "--batch-size", "8", "--device", "cpu"]
 
 
 def _train(data: Path, out: Path, *args: str) -> Path:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "model.train", "--data", str(data), "--output-dir", str(out),
-                           *TRAIN, *args], check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "holds the centres of 163 of 624 cells" in done.stdout + done.stderr  # the box's cell counts are logged
+    code, stdout, stderr = train_in_process(["--data", data, "--output-dir", out, *TRAIN, *args])
+    assert code == 0, stderr[-2000:]
+    assert "holds the centres of 163 of 624 cells" in stdout + stderr  # the box's cell counts are logged
     return out / "best.pt"
 
 
