@@ -27,7 +27,8 @@ def assert_one_line_error(code, err, *needles, exit_code=2):
 @pytest.mark.parametrize("extra", [[], ["--include-upstream", "--num-workers", "0"]], ids=["downstream", "upstream"])
 def test_train_convlstm_runs_end_to_end_on_the_demo(run_script, demo_file, tmp_path, extra):
     out = tmp_path / "run"
-    proc = run_script("--data", demo_file, "--output-dir", out, "--num-epochs", "2", "--device", "auto", *extra)
+    proc = run_script("--data", demo_file, "--output-dir", out, "--num-epochs", "2", "--device", "auto",
+                      "--hidden-channels", "8", *extra)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "Device: cpu" in proc.stdout
