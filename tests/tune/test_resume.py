@@ -1,61 +1,19 @@
-"""A search on an existing two-node Ray cluster (--address): interrupt it (SIGINT to the driver process) after a
-trial finished, then --resume it; its trials land on both nodes."""
+"""Interrupt a search (SIGINT to the driver process) after a trial finished, then --resume it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import ROOT
-from tests.tune.conftest import SEARCH_CMD, load_study, read_results, search_env, trials_csv, write_space
-from tune._table import load_trials
-
-# Two nodes of one CPU each on this machine (loopback); prints the head's address, then holds the cluster until
-# its stdin closes. Its Ray files, ray_current_cluster included, go under $RAY_TMPDIR.
-CLUSTER_SCRIPT = """
-import sys
-from ray.cluster_utils import Cluster
-
-cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-cluster.add_node(num_cpus=1)
-cluster.wait_for_nodes()
-print(cluster.address, flush=True)
-sys.stdin.read()
-cluster.shutdown()
-"""
-
-
-@pytest.fixture
-def two_node_cluster():
-    temp_dir = Path(tempfile.mkdtemp(prefix="rayc", dir="/tmp"))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLUSTER_SCRIPT], cwd=ROOT, env=search_env(RAY_TMPDIR=str(temp_dir)),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        address = proc.stdout.readline().strip()
-        assert address, f"the cluster did not start (exit {proc.poll()})"
-        yield address
-    finally:
-        proc.stdin.close()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
+from tests.tune.conftest import SEARCH_CMD, load_study, search_env, search_in_process, trials_csv, write_space
 
 NUM_SAMPLES = 4  # two at a time: when the first has finished, one is running and two are still to start
 
@@ -87,9 +45,8 @@ def _wait_for_a_finished_trial(proc: subprocess.Popen, experiment: Path, timeout
         time.sleep(0.2)
 
 
-def test_interrupted_search_resumes_to_num_samples_and_keeps_finished_trials(two_node_cluster, demo_nc, tmp_path):
-    # Trials of a few seconds each (wide, small batches), so that some are still running at the SIGINT. Each node
-    # has one CPU, so the two trials that start together run on different nodes.
+def test_interrupted_search_resumes_to_num_samples_and_keeps_finished_trials(ray_session, demo_nc, tmp_path):
+    # Trials of a few seconds each (wide, small batches), so that some are still running at the SIGINT.
     space = write_space(tmp_path / "space.yaml", {"hidden_channels": {"layers": 1, "widths": [48, 64]},
                                                   "batch_size": 2})
     runs, name = tmp_path / "runs", "resume"
@@ -97,7 +54,7 @@ def test_interrupted_search_resumes_to_num_samples_and_keeps_finished_trials(two
     # No ASHA stop (grace = max epochs): every trial that is not interrupted runs to the end.
     argv = ["--data", demo_nc, "--space", space, "--num-samples", NUM_SAMPLES, "--max-epochs", 2,
             "--grace-epochs", 2, "--cpus-per-trial", 1, "--storage-path", runs, "--name", name, "--seed", 0,
-            "--address", two_node_cluster]
+            "--address", ray_session.address]
     log = tmp_path / "search.out"
     with log.open("w") as out:
         proc = subprocess.Popen([*SEARCH_CMD, *map(str, argv)], cwd=ROOT, env=search_env(), stdout=out,
@@ -119,11 +76,9 @@ def test_interrupted_search_resumes_to_num_samples_and_keeps_finished_trials(two
     # The interrupted trials are left RUNNING in Optuna, for the resumed search to tell.
     assert load_study(experiment).get_trials(states=(TrialState.RUNNING,))
 
-    resumed = subprocess.run([*SEARCH_CMD, "--resume", "--storage-path", str(runs), "--name", name, "--address",
-                              two_node_cluster], cwd=ROOT, env=search_env(), capture_output=True, text=True,
-                             timeout=300)
+    code, out = search_in_process(["--resume", "--storage-path", runs, "--name", name])
 
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert code == 0, out[-3000:]
     after = trials_csv(experiment)
     assert len(after) == NUM_SAMPLES and after["trial_id"].is_unique
     assert set(after["status"]) == {"ok"}, after
@@ -141,5 +96,3 @@ def test_interrupted_search_resumes_to_num_samples_and_keeps_finished_trials(two
     assert len(study.trials) == NUM_SAMPLES
     assert not study.get_trials(states=(TrialState.RUNNING,))
     assert {t.state for t in study.trials} == {TrialState.COMPLETE}
-    nodes = {r["node_id"] for d in load_trials(experiment)["trial_dir"] for r in read_results(d)}
-    assert len(nodes) == 2, nodes
