@@ -18,7 +18,6 @@ import torch
 import xarray as xr
 
 from data_io.demo import make_demo
-from tests import _durations
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -141,22 +140,3 @@ def pytest_collection_modifyitems(config, items) -> None:
                 group[path] = min(merged)
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group[item.nodeid.split("::")[0]]))
-    # Longest groups first (by the seconds in tests/durations.json; a new file counts 1 s), each file's tests in
-    # their own order: xdist hands out groups in this order, so the short ones fill the end and neither
-    # process waits on the other's last long search.
-    seconds = _durations.load()
-    cost: dict[str, float] = {}
-    for path, g in group.items():
-        cost[g] = cost.get(g, 0.0) + seconds.get(path, 1.0)
-    def longest_first(item) -> tuple[float, str]:
-        g = group[item.nodeid.split("::")[0]]
-        return -cost[g], g
-
-    items.sort(key=longest_first)
-
-
-def pytest_configure(config) -> None:
-    # xdist would otherwise reorder the groups by their number of tests (its --loadscope-reorder default), which
-    # puts one-test searches last.
-    if hasattr(config.option, "loadscopereorder"):
-        config.option.loadscopereorder = False
