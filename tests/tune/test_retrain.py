@@ -17,19 +17,20 @@ from tune.retrain import chosen_config, main
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def retrain(argv: list, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as exit_info:
+def retrain(argv: list, capsys) -> tuple[int, str, str]:
+    """tune.retrain in-process: (exit code, stdout, stderr)."""
+    with restored_logging(), pytest.raises(SystemExit) as exit_info:
         main([str(a) for a in argv])
-    return exit_info.value.code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
 
 
 def test_retrain_scores_model_persistence_and_climatology_per_lead(experiment, tmp_path, capsys):
     """In-process (test_baseline.py runs python -m tune.retrain in a real process)."""
     out = tmp_path / "best"
-    with restored_logging(), pytest.raises(SystemExit) as done:
-        main([str(experiment), "--num-epochs", "2", "--output-dir", str(out), "--num-cases", "2", "--device", "cpu"])
-    stdout, stderr = capsys.readouterr()
-    assert done.value.code == 0, stdout[-3000:] + stderr[-3000:]
+    code, stdout, stderr = retrain([experiment, "--num-epochs", 2, "--output-dir", out, "--num-cases", 2,
+                                    "--device", "cpu"], capsys)
+    assert code == 0, stdout[-3000:] + stderr[-3000:]
     assert {"best.pt", "last.pt", "metrics.json", "metrics.md", "config.yaml"} <= {p.name for p in out.iterdir()}
 
     assert {"metrics.csv", "plots", "maps"} <= {p.name for p in out.iterdir()}
@@ -77,7 +78,7 @@ def test_default_is_best_config_yaml(experiment):
 
 
 def test_unknown_trial_is_refused_with_the_known_ids(experiment, capsys):
-    code, err = retrain([experiment, "--trial", "nosuch"], capsys)
+    code, _, err = retrain([experiment, "--trial", "nosuch"], capsys)
     ids = pd.read_csv(experiment / "trials.csv")["trial_id"]
     assert code == 2 and "--trial nosuch" in err and all(i in err for i in ids)
 
@@ -87,10 +88,10 @@ def test_copied_experiment_without_its_data_file_asks_for_data(experiment, demo_
     best = copy / "best_config.yaml"
     assert str(demo_nc) in best.read_text()
     best.write_text(best.read_text().replace(str(demo_nc), "/elsewhere/small.nc"))
-    code, err = retrain([copy], capsys)
+    code, _, err = retrain([copy], capsys)
     assert code == 2 and "/elsewhere/small.nc" in err and "--data FILE" in err
 
 
 def test_a_folder_that_is_not_an_experiment_is_refused(tmp_path, capsys):
-    code, err = retrain([tmp_path], capsys)
+    code, _, err = retrain([tmp_path], capsys)
     assert code == 2 and "not a search experiment" in err
