@@ -80,23 +80,30 @@ def demo_file(write_nc, small_demo) -> Path:
     return write_nc(small_demo, "demo.nc")
 
 
-def train_in_process(argv: list) -> tuple[int, str, str]:
-    """`python -m model.train ARGV` in this process (no new interpreter to import torch again); returns
-    (exit code, stdout, stderr). The CLI points the root logger at stdout; its handlers are put back afterwards."""
-    import model.train
-
+@contextlib.contextmanager
+def restored_logging():
+    """The CLIs point the root logger at stdout (the search also at a search.log); put the handlers back afterwards."""
     root = logging.getLogger()
-    saved_handlers, saved_level = root.handlers[:], root.level
-    out, err = io.StringIO(), io.StringIO()
+    saved = (root.handlers[:], root.level)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as done:
-            model.train.main([str(a) for a in argv], prog="train_convlstm.py")
+        yield
     finally:
         for handler in root.handlers:
-            if handler not in saved_handlers:
+            if handler not in saved[0]:
                 handler.close()
-        root.handlers[:] = saved_handlers
-        root.setLevel(saved_level)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+
+
+def train_in_process(argv: list) -> tuple[int, str, str]:
+    """`python -m model.train ARGV` in this process (no new interpreter to import torch again); returns
+    (exit code, stdout, stderr)."""
+    import model.train
+
+    out, err = io.StringIO(), io.StringIO()
+    with (restored_logging(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err),
+          pytest.raises(SystemExit) as done):
+        model.train.main([str(a) for a in argv], prog="train_convlstm.py")
     return done.value.code, out.getvalue(), err.getvalue()
 
 

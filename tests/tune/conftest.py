@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, restored_logging
 from tests.tune._faults import FAULTS_ENV, write_faults
 
 # The columns the issue asks of the trial table, in its words -> ours.
@@ -86,21 +86,6 @@ def faults(session: RaySession, **faults):
         yield
     finally:
         write_faults(session.faults_file)
-
-
-@contextlib.contextmanager
-def restored_logging():
-    """The search CLI points the root logger at stdout and a search.log; put the handlers back afterwards."""
-    root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
-    try:
-        yield
-    finally:
-        for handler in root.handlers:
-            if handler not in saved[0]:
-                handler.close()
-        root.handlers[:] = saved[0]
-        root.setLevel(saved[1])
 
 
 def search_in_process(argv: list) -> tuple[int, str]:
